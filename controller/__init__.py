@@ -1,0 +1,1 @@
+"""Interlock for Docker Swarm: a level-triggered ingress controller."""
