@@ -1,0 +1,146 @@
+"""Carry out a plan: the only module that writes to Docker.
+
+Each action is one write (or one in-place reload). When a write fails, the rest of that proxy's
+actions are skipped and the other proxies go on; the next pass lists the state again and plans
+what is still missing, so no failure here needs undoing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import docker
+import docker.errors
+
+from .logs import event
+from .plan import Action, CreateConfig, PushConfig, RemoveConfig, UpdateProxyService, with_config
+from .retry import docker_call
+from .snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: Action
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+@dataclass
+class Executor:
+    api: docker.APIClient
+    push: Callable[[PushConfig], None] | None = None  # signal mode's in-place reload
+    calls: int = field(default=0, init=False)
+
+    @docker_call
+    def _call(self, method, *args, **kwargs):
+        self.calls += 1
+        return method(*args, **kwargs)
+
+    def run(self, actions: list[Action], snapshot: Snapshot) -> list[Outcome]:
+        config_ids = {c.name: c.id for c in snapshot.configs}
+        failed: set[str] = set()
+        outcomes = []
+        for action in actions:
+            if action.proxy in failed:
+                continue
+            outcome = self._one(action, config_ids)
+            outcomes.append(outcome)
+            if not outcome.ok:
+                failed.add(action.proxy)
+        return outcomes
+
+    def _one(self, action: Action, config_ids: dict[str, str]) -> Outcome:
+        kind = type(action).__name__
+        try:
+            self._dispatch(action, config_ids)
+        except Exception as error:  # one proxy's failure must not stop the others
+            event(
+                log,
+                "action_failed",
+                logging.ERROR,
+                action=kind,
+                proxy=action.proxy,
+                error=str(error),
+            )
+            return Outcome(action, str(error) or type(error).__name__)
+        event(log, "action_done", action=kind, proxy=action.proxy, **_describe(action))
+        return Outcome(action)
+
+    def _dispatch(self, action: Action, config_ids: dict[str, str]) -> None:
+        if isinstance(action, CreateConfig):
+            config_ids[action.name] = self.create_config(action)
+        elif isinstance(action, UpdateProxyService):
+            self.update_service(action, config_ids)
+        elif isinstance(action, RemoveConfig):
+            self.remove_config(action)
+        elif isinstance(action, PushConfig):
+            if self.push is None:
+                raise RuntimeError("signal mode is not available in this controller")
+            self.push(action)
+
+    def create_config(self, action: CreateConfig) -> str:
+        """Create the config; if one of that name exists (an earlier, killed pass), reuse it."""
+        try:
+            return self._call(
+                self.api.create_config, action.name, action.data.encode(), labels=action.labels
+            )["ID"]
+        except docker.errors.APIError as error:
+            if error.status_code != 409:
+                raise
+        return self._config_id(action.name)
+
+    def _config_id(self, name: str) -> str:
+        found = [
+            c
+            for c in self._call(self.api.configs, filters={"name": name})
+            if c["Spec"]["Name"] == name
+        ]
+        if not found:
+            raise LookupError(f"config {name} does not exist")
+        return found[0]["ID"]
+
+    def update_service(self, action: UpdateProxyService, config_ids: dict[str, str]) -> None:
+        """Post the full observed spec with the config swapped, at the observed version.
+
+        Every field is passed explicitly: docker-py would otherwise send what it was not given as
+        empty. A concurrent change makes Swarm refuse the stale version; the next pass retries.
+        """
+        config_id = ""
+        if action.config_name:
+            config_id = config_ids.get(action.config_name) or self._config_id(action.config_name)
+        spec = with_config(action.spec, action.path, config_id, action.config_name)
+        self._call(
+            self.api.update_service,
+            action.service_id,
+            action.version,
+            task_template=spec["TaskTemplate"],
+            name=spec.get("Name"),
+            labels=spec.get("Labels") or {},
+            mode=spec.get("Mode"),
+            update_config=spec.get("UpdateConfig"),
+            rollback_config=spec.get("RollbackConfig"),
+            endpoint_spec=spec.get("EndpointSpec"),
+            fetch_current_spec=False,
+        )
+
+    def remove_config(self, action: RemoveConfig) -> None:
+        with contextlib.suppress(docker.errors.NotFound):  # already gone: converged
+            self._call(self.api.remove_config, action.config_id)
+
+
+def _describe(action: Action) -> Mapping[str, object]:
+    if isinstance(action, CreateConfig | RemoveConfig):
+        return {"config": action.name}
+    if isinstance(action, UpdateProxyService):
+        return {"config": action.config_name or "(unmounted)", "service_version": action.version}
+    if isinstance(action, PushConfig):
+        return {"container": action.container_id[:12], "digest": action.digest[:16]}
+    return {}

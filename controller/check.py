@@ -1,0 +1,105 @@
+"""Check a rendered configuration with the proxy's own binary before it goes live.
+
+The check runs ``nginx -t`` or ``haproxy -c`` in a throw-away container of the proxy's own image,
+with no network, so what is checked is what that proxy version will accept. Verdicts are cached by
+the configuration's *shape*: the same text with every backend address replaced by a placeholder.
+Task addresses come from Docker, not from labels, so a config that differs from a checked one only
+in addresses needs no new container; scaling a service then costs no check at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tarfile
+import time
+from dataclasses import dataclass, field, replace
+
+import docker
+import docker.errors
+
+from .desired import DesiredProxy
+from .logs import event
+from .render import RenderOptions, render
+
+log = logging.getLogger(__name__)
+
+CHECK_DIR = "/tmp"
+CHECK_FILE = "interlock-check.conf"
+COMMANDS = {
+    "nginx": ["nginx", "-t", "-q", "-c", f"{CHECK_DIR}/{CHECK_FILE}"],
+    "haproxy": ["haproxy", "-c", "-q", "-f", f"{CHECK_DIR}/{CHECK_FILE}"],
+}
+_PLACEHOLDER = "192.0.2.1"  # TEST-NET-1: never routed, only ever written into a checked file
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    output: str  # the proxy's own words when it refused
+
+
+def tar_file(name: str, text: str, mode: int = 0o644) -> bytes:
+    """A one-file tar archive, the form the Engine API's archive upload takes."""
+    data = text.encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+        archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def shape(desired: DesiredProxy, options: RenderOptions) -> str:
+    """Digest of the config with addresses blanked: equal shapes pass or fail together."""
+    blanked = tuple(
+        replace(b, targets=(f"{_PLACEHOLDER}:{b.port}",) if b.targets else ())
+        for b in desired.backends
+    )
+    return render(replace(desired, backends=blanked), options).digest
+
+
+@dataclass
+class Checker:
+    api: docker.APIClient
+    timeout: float = 30.0
+    verdicts: dict[tuple[str, str], Verdict] = field(default_factory=dict)
+
+    def check(self, desired: DesiredProxy, text: str, options: RenderOptions) -> Verdict:
+        key = (desired.proxy.image, shape(desired, options))
+        if key not in self.verdicts:
+            self.verdicts[key] = self._run(desired.proxy.image, desired.proxy.spec.kind, text)
+            event(log, "config_checked", proxy=desired.proxy.name, ok=self.verdicts[key].ok)
+        return self.verdicts[key]
+
+    def _create(self, image: str, kind: str) -> str:
+        command = COMMANDS[kind]
+        kwargs = {
+            "entrypoint": command[:1],
+            "command": command[1:],
+            "network_disabled": True,
+            "labels": {"interlock.ext.check": "true"},
+        }
+        try:
+            return self.api.create_container(image, **kwargs)["Id"]
+        except docker.errors.ImageNotFound:
+            self.api.pull(image)
+            return self.api.create_container(image, **kwargs)["Id"]
+
+    def _run(self, image: str, kind: str, text: str) -> Verdict:
+        try:
+            container = self._create(image, kind)
+        except docker.errors.APIError as error:
+            return Verdict(False, f"cannot start a check container of {image}: {error}")
+        try:
+            self.api.put_archive(container, CHECK_DIR, tar_file(CHECK_FILE, text))
+            self.api.start(container)
+            status = self.api.wait(container, timeout=self.timeout).get("StatusCode", 1)
+            output = self.api.logs(container, stdout=True, stderr=True).decode(errors="replace")
+            return Verdict(status == 0, output.strip())
+        except Exception as error:  # a check that cannot run must not let the config through
+            return Verdict(False, f"check of {image} failed to run: {error}")
+        finally:
+            with contextlib.suppress(docker.errors.APIError):
+                self.api.remove_container(container, force=True)

@@ -1,0 +1,130 @@
+"""The `interlock` command: run the loop, or look at what it would do.
+
+interlock run                  the controller (a pass each interval, and on Swarm events)
+interlock once                 one pass; exit 0 when converged, 1 when something failed
+interlock render [--proxy P]   print the configuration the current Swarm gives
+interlock diff                 what would change on each proxy; writes nothing
+interlock validate             every routed service and what is wrong with its labels
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import signal
+import sys
+
+from . import app
+from .logs import setup
+from .settings import SettingsError, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="interlock", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the reconcile loop")
+    sub.add_parser("once", help="one pass; exit status 0 = converged")
+    render = sub.add_parser("render", help="print the config the current Swarm gives")
+    render.add_argument("--proxy", help="only this proxy (service or container name)")
+    sub.add_parser("diff", help="unified diff of deployed vs desired config, per proxy")
+    sub.add_parser("validate", help="routed services and the problems with their labels")
+    status = sub.add_parser("status", help="proxies, routes and rejected services")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def cmd_run(controller: app.Controller) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: controller.loop.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: controller.loop.stop.set())
+    controller.serve()
+    return 0
+
+
+def cmd_once(controller: app.Controller) -> int:
+    result = controller.reconciler.run_pass()
+    for error in result.errors:
+        print(f"error: {error}", file=sys.stderr)
+    print(
+        f"pass {result.pass_id}: {len(result.actions)} action(s), "
+        f"{len(result.errors)} error(s), converged={result.converged}"
+    )
+    return 0 if result.converged else 1
+
+
+def cmd_render(controller: app.Controller, proxy: str | None) -> int:
+    result = controller.reconciler.run_pass(dry_run=True)
+    names = [proxy] if proxy else sorted(result.rendered)
+    missing = [n for n in names if n not in result.rendered]
+    if missing:
+        print(
+            f"no such proxy: {', '.join(missing)} (have: {', '.join(sorted(result.rendered))})",
+            file=sys.stderr,
+        )
+        return 1
+    for name in names:
+        if not proxy:
+            print(f"# ---- proxy {name} ({result.rendered[name].short})")
+        sys.stdout.write(result.rendered[name].text)
+    return 0
+
+
+def cmd_diff(controller: app.Controller) -> int:
+    result = controller.reconciler.run_pass(dry_run=True)
+    changed = 0
+    for desired in result.desired.proxies:
+        name = desired.proxy.name
+        if name not in result.rendered:
+            continue
+        deployed = controller.deployed_text(result.snapshot, desired.proxy) or ""
+        lines = list(
+            difflib.unified_diff(
+                deployed.splitlines(keepends=True),
+                result.rendered[name].text.splitlines(keepends=True),
+                f"{name} (deployed)",
+                f"{name} (desired)",
+            )
+        )
+        changed += bool(lines)
+        sys.stdout.writelines(lines)
+    print(f"# {changed} proxy config(s) differ", file=sys.stderr)
+    return 0
+
+
+def cmd_validate(controller: app.Controller) -> int:
+    result = controller.reconciler.run_pass(dry_run=True, check_all=True)
+    bad = {p.service for p in result.problems if p.rejected}
+    for line in app.validation_report(result, controller.settings.label_prefix):
+        print(line)
+    return 1 if bad or result.refused else 0
+
+
+def cmd_status(controller: app.Controller, as_json: bool) -> int:
+    result = controller.reconciler.run_pass(dry_run=True)
+    print(app.status_report(result, controller, as_json))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"interlock: {error}", file=sys.stderr)
+        return 2
+    setup(settings.log_level, settings.log_format)
+    controller = app.Controller.from_settings(settings)
+    if args.command == "run":
+        return cmd_run(controller)
+    if args.command == "once":
+        return cmd_once(controller)
+    if args.command == "render":
+        return cmd_render(controller, args.proxy)
+    if args.command == "diff":
+        return cmd_diff(controller)
+    if args.command == "validate":
+        return cmd_validate(controller)
+    return cmd_status(controller, args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""Parse and validate the routing labels of app and proxy services.
+
+Label values are user input that ends up inside a proxy configuration, so every value is checked
+against a strict grammar here and nothing else ever reaches a template: a host is an RFC 1123 name,
+a port a number, a path a plain URL path. A bad value rejects the service (or the proxy) with a
+``Problem`` naming the service, the label and the reason; it never raises.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+PROXY_KINDS = ("nginx", "haproxy")
+MODES = ("rolling", "signal")
+BALANCE_ALGORITHMS = ("roundrobin", "leastconn", "first", "source", "random")
+DEFAULT_CONFIG_PATHS = {
+    "nginx": "/etc/nginx/nginx.conf",
+    "haproxy": "/usr/local/etc/haproxy/haproxy.cfg",
+}
+
+_HOST_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_PATH = re.compile(r"^(/[A-Za-z0-9._~-]+)+/?$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_FILE_PATH = re.compile(r"^(/[A-Za-z0-9_.-]+)+$")
+_PORT = re.compile(r"^[0-9]{1,5}$")
+_ALIAS_NUMBERED = re.compile(r"^alias_domain\.[0-9]{1,3}$")
+
+# Interlock labels we know but do not (yet) turn into configuration: reported, never passed through.
+_UNSUPPORTED = (
+    "ssl",
+    "ssl_only",
+    "ssl_cert",
+    "ssl_cert_key",
+    "ssl_backend",
+    "ssl_backend_tls_verify",
+    "websocket_endpoint",
+    "health_check",
+    "health_check_interval",
+)
+
+
+class LabelError(ValueError):
+    """A label value outside its grammar; the message says what was expected."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong with a service's labels, as shown to users in logs and `validate`."""
+
+    service: str
+    label: str
+    reason: str
+    rejected: bool = True  # False: the label was ignored but the service is still routed
+    proxy: str = ""
+
+    def __str__(self) -> str:
+        where = f" (proxy {self.proxy})" if self.proxy else ""
+        verdict = "rejected" if self.rejected else "ignored label"
+        return f"service {self.service}{where}: {verdict}: {self.label}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """What an app service's labels ask for, all values validated."""
+
+    hosts: tuple[str, ...]
+    port: int | None
+    network: str | None
+    context_root: str  # "" routes the whole host
+    rewrite: bool
+    cluster: str
+    balance: str | None
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    """What a proxy service's (or container's) labels say about it."""
+
+    kind: str
+    cluster: str
+    config_path: str
+    mode: str | None  # None: the controller's default
+
+
+def host(value: str) -> str:
+    """An RFC 1123 host name, lower-cased; no wildcards, no port, no trailing dot."""
+    name = value.strip().lower()
+    if not name or len(name) > 253:
+        raise LabelError("must be a host name of 1 to 253 characters")
+    if not all(_HOST_LABEL.match(part) for part in name.split(".")):
+        raise LabelError(
+            f"{value!r} is not an RFC 1123 host name (letters, digits, '-', dot-separated)"
+        )
+    return name
+
+
+def port(value: str) -> int:
+    text = value.strip()
+    if not _PORT.match(text) or not 1 <= int(text) <= 65535:
+        raise LabelError(f"{value!r} is not a port number from 1 to 65535")
+    return int(text)
+
+
+def path(value: str) -> str:
+    """A plain URL path prefix such as ``/app`` or ``/api/v1``; ``/`` means the whole host."""
+    text = value.strip()
+    if text == "/":
+        return ""
+    if len(text) > 256 or not _PATH.match(text):
+        raise LabelError(
+            f"{value!r} is not a plain URL path (segments of letters, digits, '.', '_', '~', '-')"
+        )
+    segments = text.rstrip("/").split("/")[1:]
+    if any(segment in (".", "..") for segment in segments):
+        raise LabelError(f"{value!r} has a '.' or '..' segment")
+    return "/" + "/".join(segments)
+
+
+def boolean(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", ""):
+        return False
+    raise LabelError(f"{value!r} is not true or false")
+
+
+def name(value: str) -> str:
+    """A Docker object name (network, cluster): letters, digits, '_', '.', '-'."""
+    text = value.strip()
+    if not _NAME.match(text):
+        raise LabelError(f"{value!r} is not a name (letters, digits, '_', '.', '-')")
+    return text
+
+
+def choice(value: str, allowed: tuple[str, ...]) -> str:
+    text = value.strip().lower()
+    if text not in allowed:
+        raise LabelError(f"{value!r} is not one of {', '.join(allowed)}")
+    return text
+
+
+def file_path(value: str) -> str:
+    text = value.strip()
+    if not _FILE_PATH.match(text) or ".." in text.split("/"):
+        raise LabelError(f"{value!r} is not an absolute file path")
+    return text
+
+
+def is_routed(labels: Mapping[str, str], prefix: str) -> bool:
+    """An app is routed when it names a host; other services are none of our business."""
+    return f"{prefix}.hostname" in labels or f"{prefix}.domain" in labels
+
+
+def is_proxy(labels: Mapping[str, str], prefix: str) -> bool:
+    return f"{prefix}.ext.name" in labels
+
+
+class _Reader:
+    """Reads one service's labels, collecting a Problem per bad value instead of raising."""
+
+    def __init__(self, service: str, labels: Mapping[str, str], prefix: str) -> None:
+        self.service = service
+        self.labels = labels
+        self.prefix = prefix
+        self.problems: list[Problem] = []
+
+    def key(self, suffix: str) -> str:
+        return f"{self.prefix}.{suffix}"
+
+    def get(self, suffix: str, parse, default=None):
+        label = self.key(suffix)
+        if label not in self.labels:
+            return default
+        try:
+            return parse(self.labels[label])
+        except LabelError as error:
+            self.problems.append(Problem(self.service, label, str(error)))
+            return default
+
+    def ignore(self, label: str, reason: str) -> None:
+        self.problems.append(Problem(self.service, label, reason, rejected=False))
+
+    @property
+    def failed(self) -> bool:
+        return any(problem.rejected for problem in self.problems)
+
+
+def _hosts(reader: _Reader) -> tuple[str, ...]:
+    hostname = reader.get("hostname", host)
+    domain = reader.get("domain", host)
+    main = ".".join(part for part in (hostname, domain) if part)
+    hosts = [host(main)] if main and len(main) <= 253 else []
+    if main and not hosts:
+        reader.problems.append(
+            Problem(reader.service, reader.key("hostname"), "hostname.domain is too long")
+        )
+    alias_keys = sorted(
+        key[len(reader.prefix) + 1 :]
+        for key in reader.labels
+        if key == reader.key("alias_domain") or _ALIAS_NUMBERED.match(key[len(reader.prefix) + 1 :])
+    )
+    for suffix in alias_keys:
+        alias = reader.get(suffix, host)
+        if alias and alias not in hosts:
+            hosts.append(alias)
+    return tuple(hosts)
+
+
+def _report_unknown(reader: _Reader) -> None:
+    known = {"hostname", "domain", "alias_domain", "port", "network", "context_root"}
+    known |= {"context_root_rewrite", "balance_algorithm", "ext.service_cluster"}
+    for label in sorted(reader.labels):
+        if not label.startswith(reader.prefix + "."):
+            continue
+        suffix = label[len(reader.prefix) + 1 :]
+        if suffix in known or _ALIAS_NUMBERED.match(suffix):
+            continue
+        if suffix in _UNSUPPORTED:
+            reader.ignore(label, "not supported yet; the service is routed without it")
+        elif suffix.startswith("backend_option"):
+            reader.ignore(label, "raw proxy options are never passed through")
+        else:
+            reader.ignore(label, "unknown label")
+
+
+def parse_app(
+    service: str, labels: Mapping[str, str], prefix: str
+) -> tuple[AppSpec | None, list[Problem]]:
+    """Turn an app service's labels into an AppSpec, or None and the reasons it is rejected."""
+    reader = _Reader(service, labels, prefix)
+    hosts = _hosts(reader)
+    spec = AppSpec(
+        hosts=hosts,
+        port=reader.get("port", port),
+        network=reader.get("network", name),
+        context_root=reader.get("context_root", path, ""),
+        rewrite=reader.get("context_root_rewrite", boolean, False),
+        cluster=reader.get("ext.service_cluster", name, ""),
+        balance=reader.get("balance_algorithm", lambda v: choice(v, BALANCE_ALGORITHMS)),
+    )
+    _report_unknown(reader)
+    if not hosts and not reader.failed:
+        reader.problems.append(Problem(service, reader.key("hostname"), "no host name given"))
+    return (None if reader.failed else spec), reader.problems
+
+
+def parse_proxy(
+    service: str, labels: Mapping[str, str], prefix: str
+) -> tuple[ProxySpec | None, list[Problem]]:
+    """Read a proxy's own labels: its kind, its cluster, where its config goes, how it reloads."""
+    reader = _Reader(service, labels, prefix)
+    kind = reader.get("ext.name", lambda v: choice(v, PROXY_KINDS))
+    spec = None
+    if kind:
+        spec = ProxySpec(
+            kind=kind,
+            cluster=reader.get("ext.service_cluster", name, ""),
+            config_path=reader.get("ext.config_path", file_path, DEFAULT_CONFIG_PATHS[kind]),
+            mode=reader.get("ext.mode", lambda v: choice(v, MODES)),
+        )
+    return (None if reader.failed else spec), reader.problems

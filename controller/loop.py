@@ -1,0 +1,85 @@
+"""The long-running loop: a pass every poll interval, and at once when the Swarm says it changed.
+
+Events only wake the loop early; they are never trusted to say what changed (Swarm sends no task
+events, and a stream can drop), so every pass still lists everything. No error in a pass, and no
+broken event stream, stops the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import docker
+
+from .logs import event
+from .reconcile import PassResult, Reconciler
+
+log = logging.getLogger(__name__)
+
+WAKE_EVENTS = {"service": {"create", "update", "remove"}, "container": {"start", "die"}}
+_BATCH_SECONDS = 0.05  # let a burst of events (a stack deploy) land in one pass
+
+
+def _wakes(message: dict) -> bool:
+    kind, action = message.get("Type"), message.get("Action")
+    attributes = (message.get("Actor") or {}).get("Attributes") or {}
+    return action in WAKE_EVENTS.get(kind, ()) and "interlock.ext.check" not in attributes
+
+
+def watch_events(api: docker.APIClient, wake: threading.Event, stop: threading.Event) -> None:
+    """Set ``wake`` on every relevant event; reconnect with back-off when the stream breaks."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            stream = api.events(decode=True, filters={"type": list(WAKE_EVENTS)})
+            delay = 0.5
+            for message in stream:
+                if stop.is_set():
+                    return
+                if _wakes(message):
+                    wake.set()
+        except Exception as error:
+            event(log, "event_stream_broken", logging.WARNING, error=str(error), retry_in=delay)
+        stop.wait(delay)
+        delay = min(delay * 2, 30)
+
+
+class Loop:
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        api: docker.APIClient,
+        interval: float,
+        on_pass: Callable[[PassResult | None, BaseException | None], None] = lambda r, e: None,
+    ) -> None:
+        self.reconciler = reconciler
+        self.api = api
+        self.interval = interval
+        self.on_pass = on_pass
+        self.wake = threading.Event()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        watcher = threading.Thread(
+            target=watch_events, args=(self.api, self.wake, self.stop), daemon=True
+        )
+        watcher.start()
+        event(log, "loop_started", interval=self.interval)
+        while not self.stop.is_set():
+            self.wake.clear()
+            self._one_pass()
+            if self.wake.wait(self.interval):
+                time.sleep(_BATCH_SECONDS)
+        event(log, "loop_stopped")
+
+    def _one_pass(self) -> None:
+        try:
+            result = self.reconciler.run_pass()
+        except Exception as error:  # the loop outlives any single pass
+            event(log, "pass_failed", logging.ERROR, error=str(error), kind=type(error).__name__)
+            self.on_pass(None, error)
+            return
+        self.on_pass(result, None)

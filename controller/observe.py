@@ -1,0 +1,94 @@
+"""Read the Swarm: a constant number of list calls per pass, whatever the number of services.
+
+Read-only by construction: nothing here writes to Docker. The calls are services, tasks (only of
+routed and proxy services, only those Swarm wants running), networks, the controller's own configs,
+and the running containers of the controller's own engine (for proxies reloaded in place).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import tarfile
+from dataclasses import dataclass, field
+
+import docker
+import docker.errors
+
+from . import labels as lbl
+from .desired import Proxy
+from .plan import Labels, proxy_containers
+from .retry import docker_call
+from .snapshot import Snapshot, snapshot_from_api
+
+# Past this many service ids in one tasks filter, listing all running tasks is cheaper than a
+# query string that long.
+_MAX_SERVICE_FILTER = 200
+
+
+@dataclass
+class Observer:
+    api: docker.APIClient
+    prefix: str
+    calls: int = field(default=0, init=False)  # Docker API calls made, for metrics and benchmarks
+
+    @docker_call
+    def _call(self, method, *args, **kwargs):
+        self.calls += 1
+        return method(*args, **kwargs)
+
+    def _relevant(self, services: list[dict]) -> list[str]:
+        """Ids of services that are routed or are proxies: only their tasks matter."""
+        ids = []
+        for service in services:
+            found = (service.get("Spec") or {}).get("Labels") or {}
+            if lbl.is_routed(found, self.prefix) or lbl.is_proxy(found, self.prefix):
+                ids.append(service["ID"])
+        return ids
+
+    def _tasks(self, service_ids: list[str]) -> list[dict]:
+        if not service_ids:
+            return []
+        filters: dict = {"desired-state": "running"}
+        if len(service_ids) <= _MAX_SERVICE_FILTER:
+            filters["service"] = service_ids
+        return self._call(self.api.tasks, filters=filters)
+
+    def snapshot(self) -> Snapshot:
+        services = self._call(self.api.services)
+        tasks = self._tasks(self._relevant(services))
+        networks = self._call(self.api.networks)
+        configs = self._call(
+            self.api.configs, filters={"label": f"{Labels(self.prefix).owned}=true"}
+        )
+        containers = self._call(self.api.containers, filters={"status": "running"})
+        return snapshot_from_api(services, tasks, networks, configs, containers)
+
+
+def read_container_file(api: docker.APIClient, container_id: str, path: str) -> str | None:
+    """A file's text from inside a container (None when it is not there)."""
+    try:
+        stream, _ = api.get_archive(container_id, path)
+    except docker.errors.NotFound:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+        member = archive.next()
+        handle = archive.extractfile(member) if member else None
+        return handle.read().decode(errors="replace") if handle else None
+
+
+def deployed_text(api: docker.APIClient, snapshot: Snapshot, proxy: Proxy) -> str | None:
+    """The configuration a proxy serves now, as the CLI's `diff` shows it."""
+    if proxy.mode == "signal":
+        containers = proxy_containers(snapshot, proxy)
+        return (
+            read_container_file(api, containers[0], proxy.spec.config_path) if containers else None
+        )
+    service = next((s for s in snapshot.services if s.id == proxy.service_id), None)
+    ref = next(
+        (r for r in (service.config_refs if service else ()) if r.path == proxy.spec.config_path),
+        None,
+    )
+    if not ref:
+        return None
+    return base64.b64decode(api.inspect_config(ref.config_id)["Spec"]["Data"]).decode()

@@ -1,0 +1,285 @@
+"""Decide the writes that take the Swarm from what it is to what it should be (pure).
+
+A plan is an ordered list of actions. It is empty when every proxy already serves its desired
+configuration, which is what makes a pass idempotent: the comparison is by content digest, carried
+in the name of the Docker config (rolling mode) or in the digest file beside the config inside each
+proxy container (signal mode). Executing any prefix of a plan leaves a state from which the next
+plan finishes the job, which is what makes a kill between two writes harmless.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .desired import Proxy
+from .labels import Problem
+from .render import Rendered
+from .snapshot import Config, Snapshot
+
+# Rolling a proxy whose ports are published in host mode must stop the old task first: the new
+# one cannot bind the port while the old one holds it.
+DEFAULT_UPDATE_CONFIG = {
+    "Parallelism": 1,
+    "Delay": 0,
+    "FailureAction": "pause",
+    "Monitor": 5_000_000_000,
+    "MaxFailureRatio": 0,
+    "Order": "stop-first",
+}
+
+
+@dataclass(frozen=True)
+class CreateConfig:
+    proxy: str
+    name: str
+    data: str = field(repr=False)
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class UpdateProxyService:
+    """Mount ``config_name`` at ``path`` (or unmount what is there, when it is empty)."""
+
+    proxy: str
+    service_id: str
+    version: int
+    config_name: str
+    path: str
+    spec: Mapping[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RemoveConfig:
+    proxy: str
+    config_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class PushConfig:
+    """Write a config into a running proxy container, check it there, swap it in, signal."""
+
+    proxy: str
+    kind: str
+    container_id: str
+    path: str
+    text: str = field(repr=False)
+    digest: str
+
+
+Action = CreateConfig | UpdateProxyService | RemoveConfig | PushConfig
+
+
+@dataclass(frozen=True)
+class Labels:
+    """The label keys the controller puts on what it owns."""
+
+    prefix: str
+
+    @property
+    def owned(self) -> str:
+        return f"{self.prefix}.ext.owned"
+
+    @property
+    def proxy(self) -> str:
+        return f"{self.prefix}.ext.proxy"
+
+    @property
+    def digest(self) -> str:
+        return f"{self.prefix}.ext.digest"
+
+
+def config_name(prefix: str, proxy: Proxy, rendered: Rendered) -> str:
+    """Docker config names are capped at 64 characters; the digest part keeps them unique."""
+    suffix = f"-{rendered.digest[:12]}"
+    return f"{prefix}-{proxy.name}"[: 64 - len(suffix)] + suffix
+
+
+def _service(snapshot: Snapshot, service_id: str):
+    return next((s for s in snapshot.services if s.id == service_id), None)
+
+
+def mounted_config(snapshot: Snapshot, proxy: Proxy) -> str:
+    """Name of the Docker config a proxy service mounts at its config path ("" if none)."""
+    service = _service(snapshot, proxy.service_id)
+    refs = service.config_refs if service else ()
+    return next((r.config_name for r in refs if r.path == proxy.spec.config_path), "")
+
+
+def proxy_containers(snapshot: Snapshot, proxy: Proxy) -> list[str]:
+    """Running containers of a proxy on the controller's engine, which signal mode can reach."""
+    if proxy.container_id:
+        return [c.id for c in snapshot.containers if c.id == proxy.container_id]
+    return [
+        c.id
+        for c in snapshot.containers
+        if c.service_id == proxy.service_id and c.state == "running"
+    ]
+
+
+def unreachable_tasks(snapshot: Snapshot, proxy: Proxy) -> int:
+    """Serving tasks of a signal-mode proxy that run on other engines than the controller's."""
+    local = set(proxy_containers(snapshot, proxy))
+    return sum(
+        1
+        for t in snapshot.tasks
+        if t.service_id == proxy.service_id and t.serving and t.container_id not in local
+    )
+
+
+def is_current(
+    snapshot: Snapshot,
+    prefix: str,
+    proxy: Proxy,
+    rendered: Rendered,
+    served: Mapping[str, str],
+) -> bool:
+    """Whether the proxy already serves this configuration everywhere the controller can see."""
+    if proxy.mode == "signal":
+        return all(served.get(c) == rendered.digest for c in proxy_containers(snapshot, proxy))
+    return mounted_config(snapshot, proxy) == config_name(prefix, proxy, rendered)
+
+
+def with_config(spec: Mapping[str, Any], path: str, config_id: str, name: str) -> dict[str, Any]:
+    """A copy of a service spec whose config mounted at ``path`` is replaced (or removed)."""
+    new = copy.deepcopy(dict(spec))
+    container = new.setdefault("TaskTemplate", {}).setdefault("ContainerSpec", {})
+    refs = [r for r in container.get("Configs") or [] if (r.get("File") or {}).get("Name") != path]
+    if name:
+        refs.append(
+            {
+                "File": {"Name": path, "UID": "0", "GID": "0", "Mode": 0o444},
+                "ConfigID": config_id,
+                "ConfigName": name,
+            }
+        )
+    container["Configs"] = refs
+    new["UpdateConfig"] = new.get("UpdateConfig") or dict(DEFAULT_UPDATE_CONFIG)
+    return new
+
+
+def _rolling(snapshot, prefix, proxy, rendered, existing) -> list[Action]:
+    name = config_name(prefix, proxy, rendered)
+    if mounted_config(snapshot, proxy) == name:
+        return []
+    keys = Labels(prefix)
+    actions: list[Action] = []
+    if name not in existing:
+        labels = {keys.owned: "true", keys.proxy: proxy.service_id, keys.digest: rendered.digest}
+        actions.append(CreateConfig(proxy.name, name, rendered.text, labels))
+    service = _service(snapshot, proxy.service_id)
+    actions.append(
+        UpdateProxyService(
+            proxy.name,
+            proxy.service_id,
+            service.version,
+            name,
+            proxy.spec.config_path,
+            service.spec,
+        )
+    )
+    return actions
+
+
+def _signal(snapshot, prefix, proxy, rendered, served, owned_names) -> list[Action]:
+    mounted = mounted_config(snapshot, proxy)
+    if mounted and mounted in owned_names:
+        # Left over from rolling mode: the read-only mount would block writes. Unmount it once.
+        service = _service(snapshot, proxy.service_id)
+        path = proxy.spec.config_path
+        return [
+            UpdateProxyService(
+                proxy.name, proxy.service_id, service.version, "", path, service.spec
+            )
+        ]
+    return [
+        PushConfig(
+            proxy.name,
+            proxy.spec.kind,
+            container,
+            proxy.spec.config_path,
+            rendered.text,
+            rendered.digest,
+        )
+        for container in proxy_containers(snapshot, proxy)
+        if served.get(container) != rendered.digest
+    ]
+
+
+def signal_problems(snapshot: Snapshot, prefix: str, proxy: Proxy, owned: set[str]) -> list:
+    """What keeps a signal-mode proxy from being fully converged, said to the user."""
+    problems = []
+    mounted = mounted_config(snapshot, proxy) if proxy.service_id else ""
+    if mounted and mounted not in owned:
+        problems.append(
+            Problem(
+                proxy.name,
+                f"{prefix}.ext.mode",
+                f"signal mode cannot write {proxy.spec.config_path}: the service "
+                f"mounts Docker config {mounted} there",
+                proxy=proxy.name,
+            )
+        )
+    away = unreachable_tasks(snapshot, proxy) if proxy.service_id else 0
+    if away:
+        problems.append(
+            Problem(
+                proxy.name,
+                f"{prefix}.ext.mode",
+                f"{away} task(s) run on engines the controller cannot reach; "
+                "use rolling mode for proxies on other nodes",
+                rejected=False,
+                proxy=proxy.name,
+            )
+        )
+    return problems
+
+
+def _owned(snapshot: Snapshot, prefix: str) -> list[Config]:
+    return [c for c in snapshot.configs if c.labels.get(Labels(prefix).owned) == "true"]
+
+
+def _garbage(snapshot: Snapshot, prefix: str, keep: int, protect: set[str]) -> list[Action]:
+    """Owned configs no service mounts, beyond the newest ``keep`` per proxy (for rollback)."""
+    used = {r.config_name for s in snapshot.services for r in s.config_refs}
+    used |= {r.config_id for s in snapshot.services for r in s.config_refs}
+    proxies = {s.id for s in snapshot.services}
+    by_proxy: dict[str, list[Config]] = {}
+    for config in _owned(snapshot, prefix):
+        if config.name in used or config.id in used or config.name in protect:
+            continue
+        by_proxy.setdefault(config.labels.get(Labels(prefix).proxy, ""), []).append(config)
+    actions: list[Action] = []
+    for proxy_id, configs in sorted(by_proxy.items()):
+        kept = keep if proxy_id in proxies else 0
+        newest_first = sorted(configs, key=lambda c: (c.created_at, c.name), reverse=True)
+        actions += [RemoveConfig(proxy_id, c.id, c.name) for c in newest_first[kept:]]
+    return actions
+
+
+def plan(
+    snapshot: Snapshot,
+    prefix: str,
+    deployable: Mapping[str, tuple[Proxy, Rendered]],
+    served: Mapping[str, str],
+    keep_configs: int,
+) -> list[Action]:
+    """The ordered writes of one pass.
+
+    ``deployable`` maps a proxy name to its proxy and the rendered config that passed its check
+    (proxies whose config failed are absent, so they keep what they serve). ``served`` maps a
+    proxy container id to the digest of the config it serves (signal mode).
+    """
+    existing = {c.name for c in snapshot.configs}
+    owned_names = {c.name for c in _owned(snapshot, prefix)}
+    actions: list[Action] = []
+    for _name, (proxy, rendered) in sorted(deployable.items()):
+        if proxy.mode == "signal":
+            actions += _signal(snapshot, prefix, proxy, rendered, served, owned_names)
+        else:
+            actions += _rolling(snapshot, prefix, proxy, rendered, existing)
+    protect = {a.name for a in actions if isinstance(a, CreateConfig)}
+    return actions + _garbage(snapshot, prefix, keep_configs, protect)

@@ -1,0 +1,69 @@
+"""Configuration from the environment (``INTERLOCK_*``), validated once at start.
+
+A bad value stops the program before it touches the Swarm, with a message naming the variable:
+a controller that starts with a half-understood configuration is worse than one that refuses.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LABEL_PREFIX_PATTERN = re.compile(
+    r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$"
+)
+
+
+class Settings(BaseSettings):
+    """Every knob of the controller. Field names map to ``INTERLOCK_<NAME>`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="INTERLOCK_", extra="ignore")
+
+    poll_interval: float = Field(1.0, gt=0, le=3600, description="seconds between full relists")
+    label_prefix: str = Field("interlock", description="prefix of every routing label")
+    mode: Literal["rolling", "signal"] = Field(
+        "rolling", description="default convergence of proxies; a proxy label overrides it"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    keep_configs: int = Field(3, ge=0, le=100, description="unused rendered configs kept per proxy")
+    check_configs: bool = Field(True, description="check configs with the proxy's binary")
+    check_timeout: float = Field(30.0, gt=0, description="seconds a config check may take")
+    proxy_http_port: int = Field(80, ge=1, le=65535, description="port the proxies listen on")
+    proxy_connect_timeout: float = Field(5.0, gt=0, le=600, description="seconds, to backends")
+    proxy_read_timeout: float = Field(60.0, gt=0, le=86400, description="seconds, to backends")
+    nginx_client_keepalive: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="nginx keepalive_timeout to clients; 0 (default) loses no request on reload",
+    )
+    max_connections: int = Field(4096, ge=16, le=1_000_000)
+    docker_timeout: float = Field(30.0, gt=0, description="seconds per Docker API call")
+    metrics_port: int = Field(9100, ge=0, le=65535, description="0 disables the HTTP endpoint")
+
+    @field_validator("label_prefix")
+    @classmethod
+    def _prefix_is_dns_like(cls, value: str) -> str:
+        if not LABEL_PREFIX_PATTERN.match(value):
+            raise ValueError("must be lower-case letters, digits, '-' and '.' (like 'interlock')")
+        return value
+
+
+class SettingsError(Exception):
+    """Raised at start when the environment holds a value the controller cannot use."""
+
+
+def load_settings() -> Settings:
+    """Read the environment, turning pydantic's error into one line per bad variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            name = "INTERLOCK_" + "_".join(str(part) for part in problem["loc"]).upper()
+            lines.append(f"{name}: {problem['msg']}")
+        raise SettingsError("bad setting: " + "; ".join(lines)) from None

@@ -1,0 +1,1 @@
+"""Proxy configuration templates (Jinja2), shipped as package data."""
