@@ -1,0 +1,145 @@
+"""Rendering: deterministic text, the real binaries accept it, and nothing unsafe gets in."""
+
+import shutil
+import subprocess
+from dataclasses import replace
+
+import pytest
+
+from controller.desired import Backend, desired_state
+from controller.render import RenderError, RenderOptions, render
+from controller.snapshot import snapshot_from_api
+from tests import builders as b
+
+P = "interlock"
+
+
+def scenario():
+    services = [
+        b.service("p1", "ngx", {f"{P}.ext.name": "nginx"}),
+        b.service("p2", "hap", {f"{P}.ext.name": "haproxy"}),
+        b.service(
+            "a1",
+            "web",
+            {
+                f"{P}.hostname": "web",
+                f"{P}.domain": "example.com",
+                f"{P}.port": "8080",
+                f"{P}.alias_domain.1": "www.example.com",
+            },
+        ),
+        b.service(
+            "a2",
+            "api",
+            {
+                f"{P}.hostname": "web.example.com",
+                f"{P}.port": "9000",
+                f"{P}.context_root": "/api.v1",
+                f"{P}.context_root_rewrite": "true",
+                f"{P}.balance_algorithm": "leastconn",
+            },
+        ),
+        b.service(
+            "a3",
+            "deep",
+            {
+                f"{P}.hostname": "web.example.com",
+                f"{P}.port": "9000",
+                f"{P}.context_root": "/api.v1/deep",
+            },
+        ),
+        b.service("a4", "idle", {f"{P}.hostname": "idle.example.com", f"{P}.port": "80"}),
+        b.service(
+            "a5",
+            "evil",
+            {
+                f"{P}.hostname": "x.example.com",
+                f"{P}.port": "80",
+                f"{P}.context_root": "/a;return 200 pwned;#",
+            },
+        ),
+    ]
+    tasks = [
+        b.task("t1", "a1", "10.0.0.2"),
+        b.task("t2", "a1", "10.0.0.3"),
+        b.task("t3", "a2", "10.0.0.4"),
+        b.task("t4", "a3", "10.0.0.5"),
+    ]
+    desired = desired_state(snapshot_from_api(services, tasks, [b.network("net1")], []), P)
+    return {d.proxy.name: d for d in desired.proxies}
+
+
+OPTIONS = RenderOptions(http_port=8080)
+
+
+def real_check(kind: str, text: str, tmp_path) -> subprocess.CompletedProcess:
+    path = tmp_path / f"{kind}.conf"
+    path.write_text(text)
+    binary = shutil.which(kind) or f"/usr/sbin/{kind}"
+    command = (
+        [binary, "-t", "-c", str(path)] if kind == "nginx" else [binary, "-c", "-f", str(path)]
+    )
+    return subprocess.run(command, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("proxy", ["ngx", "hap"])
+def test_the_real_binary_accepts_the_rendered_config(proxy, tmp_path):
+    desired = scenario()[proxy]
+    result = real_check(desired.proxy.spec.kind, render(desired, OPTIONS).text, tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("proxy", ["ngx", "hap"])
+def test_the_real_binary_rejects_a_broken_config(proxy, tmp_path):
+    """Guards the check above: a config the binary refuses is seen as refused."""
+    desired = scenario()[proxy]
+    broken = render(desired, OPTIONS).text.replace("server", "sever", 1)
+    assert real_check(desired.proxy.spec.kind, broken, tmp_path).returncode != 0
+
+
+def test_same_input_same_digest_and_any_change_changes_it():
+    first, second = render(scenario()["ngx"], OPTIONS), render(scenario()["ngx"], OPTIONS)
+    assert first == second
+    moved = replace(OPTIONS, http_port=8081)
+    assert render(scenario()["ngx"], moved).digest != first.digest
+
+
+def test_nginx_routes_paths_rewrites_and_empty_backends():
+    text = render(scenario()["ngx"], OPTIONS).text
+    assert "server_name web.example.com;" in text and "server_name www.example.com;" in text
+    assert "location /api.v1/ {\n            proxy_pass http://api_a2/;" in text  # rewrite
+    assert "location /api.v1/deep/ {\n            proxy_pass http://deep_a3;" in text  # kept
+    assert "server_name idle.example.com;\n        location / {\n            return 503;" in text
+    assert "least_conn;" in text
+    assert "pwned" not in text
+
+
+def test_haproxy_matches_longer_paths_first_and_strips_prefixes():
+    text = render(scenario()["hap"], OPTIONS).text
+    deep, api, root = (text.index(f"use_backend {n}_") for n in ("deep", "api", "web"))
+    assert deep < api < root
+    assert "http-request replace-path ^/api[.]v1/?(.*) /\\1" in text
+    assert "backend idle_a4\n    balance roundrobin\n" in text  # no servers: HAProxy answers 503
+
+
+@pytest.mark.parametrize(
+    "bad", ["a.example.com;}", "a.example.com\n    return 200", "a b", "{", "'", '"', "$host", "#"]
+)
+def test_the_renderer_refuses_unsafe_values_even_past_validation(bad):
+    desired = scenario()["ngx"]
+    route = replace(desired.routes[0], host=bad)
+    with pytest.raises(RenderError):
+        render(replace(desired, routes=(route, *desired.routes[1:])), OPTIONS)
+    backend = replace(desired.backends[0], targets=(f"10.0.0.1:80; {bad}",))
+    with pytest.raises(RenderError):
+        render(replace(desired, backends=(backend,)), OPTIONS)
+
+
+def test_backends_without_targets_render_for_both_proxies(tmp_path):
+    for name, desired in scenario().items():
+        empty = replace(
+            desired,
+            backends=tuple(Backend(x.name, x.service, x.port, ()) for x in desired.backends),
+        )
+        result = real_check(desired.proxy.spec.kind, render(empty, OPTIONS).text, tmp_path)
+        assert result.returncode == 0, (name, result.stderr)
