@@ -17,7 +17,10 @@ def routes_of(desired, proxy="proxy"):
     }
 
 
-def snap(services, tasks=(), networks=(b.network("net1"),), containers=()):
+NETWORKS = (b.network("net1"),)
+
+
+def snap(services, tasks=(), networks=NETWORKS, containers=()):
     return snapshot_from_api(services, tasks, networks, [], containers)
 
 
