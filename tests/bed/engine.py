@@ -27,6 +27,7 @@ from .config import BedConfig
 
 log = logging.getLogger(__name__)
 
+DEFAULT_SOCKET = Path("/var/run/docker.sock")
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 60.0
 
@@ -47,6 +48,15 @@ def answers(cfg: BedConfig) -> bool:
         return False
     finally:
         client.close()
+
+
+def socket_fingerprint(path: Path) -> tuple[int, int, float] | None:
+    """Inode, device and change time of a socket (None if absent): proof it was left alone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_dev, st.st_ctime
 
 
 def _cmdline(pid: int) -> list[str]:

@@ -8,8 +8,10 @@ teardown removes exactly the objects with that label, so concurrent tests never 
 from __future__ import annotations
 
 import copy
+import io
 import logging
 import secrets
+import tarfile
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -177,6 +179,12 @@ class SwarmTest:
                     addresses += [_short(a) for a in attachment.get("Addresses", [])]
         return sorted(addresses)
 
+    def task_containers(self, service: Service) -> list[Container]:
+        """The containers of the service's running tasks (all on this one node), e.g. to exec
+        into a proxy or signal it, as the controller does."""
+        ids = [t["Status"]["ContainerStatus"]["ContainerID"] for t in self.tasks(service)]
+        return [self.client.containers.get(cid) for cid in ids]
+
     def wait_http(
         self,
         port: int,
@@ -272,6 +280,29 @@ class SwarmTest:
             if error:
                 left.append(f"{obj.name}: {error}")
         return left
+
+
+def put_file(container: Container, path: str, data: str | bytes, mode: int = 0o644) -> None:
+    """Write one file into a running container through the Engine API (``put_archive``), the way
+    a controller pushes a proxy config without a shared volume."""
+    payload = data.encode() if isinstance(data, str) else data
+    directory, _, name = path.rpartition("/")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(payload), mode, int(time.time())
+        tar.addfile(info, io.BytesIO(payload))
+    if not container.put_archive(directory or "/", buffer.getvalue()):
+        raise RuntimeError(f"put_archive to {container.name}:{path} failed")
+
+
+def exec_ok(container: Container, *argv: str) -> str:
+    """Run a command in a container; return its output, raise with the output if it fails."""
+    code, output = container.exec_run(list(argv))
+    text = output.decode(errors="replace")
+    if code != 0:
+        raise AssertionError(f"{argv} in {container.name} exited {code}: {text}")
+    return text
 
 
 def _remove(action: Callable[[], Any]) -> str:
