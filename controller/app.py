@@ -27,8 +27,9 @@ class Controller:
     loop: Loop
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Controller:
-        api = docker.from_env(timeout=int(settings.docker_timeout)).api
+    def from_settings(cls, settings: Settings, api: docker.APIClient | None = None) -> Controller:
+        """Build every part; the engine is the environment's (DOCKER_HOST) unless given."""
+        api = api or docker.from_env(timeout=int(settings.docker_timeout)).api
         pusher = SignalPusher(api, settings.check_timeout)
         reconciler = Reconciler(
             settings,

@@ -34,6 +34,7 @@ def render_options(settings: Settings) -> RenderOptions:
         connect_timeout=settings.proxy_connect_timeout,
         read_timeout=settings.proxy_read_timeout,
         client_keepalive=settings.nginx_client_keepalive,
+        template_dir=settings.template_dir,
     )
 
 

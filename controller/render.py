@@ -8,6 +8,7 @@ add a directive, a block or a line to a proxy's configuration.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class RenderOptions:
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     client_keepalive: float = 0.0
+    template_dir: str = ""  # "" uses the built-in templates
 
     @property
     def connect_timeout_ms(self) -> int:
@@ -84,8 +86,10 @@ def _template_dir() -> str:
         return str(Path(__file__).resolve().parent.parent / "templates")
 
 
-def _environment() -> jinja2.Environment:
-    loader = jinja2.FileSystemLoader(_template_dir())
+@functools.lru_cache(maxsize=8)
+def _environment(folder: str) -> jinja2.Environment:
+    """A template environment for a folder; a user's folder falls back to the built-in one."""
+    loader = jinja2.FileSystemLoader([f for f in (folder, _template_dir()) if f])
     env = jinja2.Environment(
         loader=loader,
         autoescape=False,  # not HTML: safety comes from safe_token, which raises
@@ -95,9 +99,6 @@ def _environment() -> jinja2.Environment:
     env.filters["safe_token"] = safe_token
     env.filters["regex_literal"] = regex_literal
     return env
-
-
-_ENV = _environment()
 
 
 def digest(text: str) -> str:
@@ -120,7 +121,7 @@ def render(desired: DesiredProxy, options: RenderOptions) -> Rendered:
         uri = "/" if route.rewrite and route.path else ""
         return f"proxy_pass http://{safe_token(backend.name)}{uri};"
 
-    template = _ENV.get_template(TEMPLATES[desired.proxy.spec.kind])
+    template = _environment(options.template_dir).get_template(TEMPLATES[desired.proxy.spec.kind])
     text = template.render(
         proxy=desired.proxy.name,
         options=options,

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     )
     max_connections: int = Field(4096, ge=16, le=1_000_000)
     docker_timeout: float = Field(30.0, gt=0, description="seconds per Docker API call")
+    template_dir: str = Field(
+        "", description="folder with your own nginx.conf.j2 / haproxy.cfg.j2 (default: built-in)"
+    )
     metrics_port: int = Field(9100, ge=0, le=65535, description="0 disables the HTTP endpoint")
 
     @field_validator("label_prefix")

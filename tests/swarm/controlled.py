@@ -1,0 +1,134 @@
+"""Helpers for Swarm tests of the controller: a controller bound to one test's namespace.
+
+Each test gets its own label prefix (its id, e.g. ``t1a2b3c4d``), so controllers of tests that
+run at the same time on the same bed never see each other's proxies or apps.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from docker.models.services import Service
+from docker.types import EndpointSpec
+
+from controller.app import Controller
+from controller.reconcile import PassResult
+from controller.settings import Settings
+from tests.bed.harness import SwarmTest
+from tests.bed.probes import free_port, http_get, wait_until
+
+APP_PORT = 8080
+
+
+@dataclass
+class Routed:
+    """A test's controller, network and proxy."""
+
+    swarm: SwarmTest
+    controller: Controller
+    settings: Settings
+    network: Any
+    proxy: Service | None = None
+    port: int = 0
+
+    @property
+    def prefix(self) -> str:
+        return self.settings.label_prefix
+
+    def label(self, suffix: str) -> str:
+        return f"{self.prefix}.{suffix}"
+
+    def proxy_service(self, kind: str, mode: str = "rolling", **labels: str) -> Service:
+        """A proxy service of the bed's image for ``kind``, published on 127.0.0.1:self.port."""
+        image = self.swarm.images.nginx if kind == "nginx" else self.swarm.images.haproxy
+        self.port = free_port()
+        ports = [{"Protocol": "tcp", "PublishedPort": self.port, "TargetPort": 80,
+                  "PublishMode": "host"}]  # fmt: skip
+        all_labels = {self.label("ext.name"): kind, self.label("ext.mode"): mode}
+        all_labels.update({self.label(k.replace("__", ".")): v for k, v in labels.items()})
+        self.proxy = self.swarm.service(
+            f"{kind}-proxy",
+            image,
+            labels=all_labels,
+            networks=[self.network.name],
+            endpoint_spec=EndpointSpec(ports=ports),
+        )
+        self.swarm.wait_running(self.proxy)
+        return self.proxy
+
+    def app(self, suffix: str, replicas: int = 1, **labels: str) -> Service:
+        """A backend service routed by ``labels`` (keys without the prefix, '.' as '__')."""
+        service = self.swarm.service(
+            suffix,
+            self.swarm.images.backend,
+            networks=[self.network.name],
+            labels={self.label(k.replace("__", ".")): v for k, v in labels.items()},
+            env=["TASK_NAME={{.Task.Name}}"],
+            mode={"Replicated": {"Replicas": replicas}},
+        )
+        if replicas:
+            self.swarm.wait_running(service)
+        return service
+
+    def scale(self, service: Service, replicas: int) -> None:
+        """Scale at the service's current version (docker-py's scale uses the cached one)."""
+        service.reload()
+        service.scale(replicas)
+        if replicas:
+            self.swarm.wait_running(service, replicas=replicas)
+        else:
+            wait_until(lambda: not self.swarm.tasks(service), 60, message="no running task")
+
+    def converge(self, timeout: float = 90.0) -> PassResult:
+        """Run passes until one finds nothing to do, waiting for each proxy update to roll out."""
+
+        def settled() -> PassResult | None:
+            result = self.controller.reconciler.run_pass()
+            assert not result.errors, result.errors
+            if self.proxy is not None:
+                self.swarm.wait_updated(self.proxy, timeout=timeout)
+            return result if not result.actions else None
+
+        return wait_until(settled, timeout, 0.2, "a pass with nothing to do")
+
+    def get(self, host: str, path: str = "/") -> tuple[int, str]:
+        return http_get(self.port, host, path)
+
+    def tasks_seen(self, host: str, requests: int = 30) -> Counter:
+        """Which tasks answered ``requests`` fresh requests for ``host``."""
+        seen = Counter()
+        for _ in range(requests):
+            status, body = self.get(host)
+            assert status == 200, body
+            seen[body.split()[0]] += 1
+        return seen
+
+
+def routed(swarm: SwarmTest, docker_host: str, **settings: Any) -> Routed:
+    values = {"label_prefix": swarm.id, "poll_interval": 0.5, "log_format": "text", **settings}
+    config = Settings(**values)
+    controller = Controller.from_settings(config, swarm.client.api)
+    return Routed(swarm, controller, config, swarm.network("net"))
+
+
+def run_cli(docker_host: str, prefix: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """The real `interlock` command, as a user runs it, against the bed."""
+    environment = {
+        **os.environ,
+        "DOCKER_HOST": docker_host,
+        "INTERLOCK_LABEL_PREFIX": prefix,
+        "INTERLOCK_LOG_FORMAT": "text",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "controller.cli", *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
