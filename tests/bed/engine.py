@@ -118,7 +118,7 @@ def dockerd_argv(cfg: BedConfig) -> list[str]:
         "--ip-forward=false",
         "--ip=127.0.0.1",
         f"--default-address-pool=base={cfg.local_pool},size=24",
-        "--cgroup-parent=interlock-bed",
+        f"--cgroup-parent={cfg.run_dir.name}",
         "--log-opt=max-size=10m",
         "--log-opt=max-file=2",
     ]
@@ -197,7 +197,7 @@ def _signal(pid: int, sig: int) -> None:
 
 def _leftover_shims(cfg: BedConfig) -> list[int]:
     """containerd shims that belong to the bed's containerd (their argv names its socket)."""
-    marker = str(cfg.run_dir)
+    marker = f"{cfg.run_dir}/"
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
