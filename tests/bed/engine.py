@@ -41,7 +41,10 @@ def answers(cfg: BedConfig) -> bool:
     """True when the bed engine answers a ping on its socket."""
     if not cfg.socket.exists():
         return False
-    client = client_for(cfg, timeout=5)
+    try:
+        client = client_for(cfg, timeout=5)  # connects at once (API version negotiation)
+    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
+        return False
     try:
         return bool(client.ping())
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
@@ -139,11 +142,25 @@ def _engine_env() -> dict[str, str]:
     return env
 
 
+def _drop_stale_containerd_pidfile(cfg: BedConfig) -> None:
+    """dockerd reuses the containerd named in this pidfile while that pid exists, and then waits
+    forever for a socket that a dead (or zombie) containerd never opens: forget such a pid."""
+    pidfile = cfg.run_dir / "containerd" / "containerd.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return
+    argv = _cmdline(pid)
+    if not (argv and "containerd" in argv[0] and any(f"{cfg.run_dir}/" in a for a in argv)):
+        pidfile.unlink(missing_ok=True)
+
+
 def start_engine(cfg: BedConfig) -> subprocess.Popen[bytes]:
     """Launch dockerd in its own session, logging to ``dockerd.log``; returns at once."""
     for path in (cfg.state_dir, cfg.data_root, cfg.run_dir):
         path.mkdir(parents=True, exist_ok=True)
     cfg.pidfile.unlink(missing_ok=True)  # a stale pidfile makes dockerd refuse to start
+    _drop_stale_containerd_pidfile(cfg)
     _write_daemon_json(cfg)
     ensure_bridge(cfg)
     log.info("starting dockerd on %s (log: %s)", cfg.docker_host, cfg.log_file)
@@ -223,12 +240,14 @@ def stop_engine(cfg: BedConfig) -> None:
 
 
 def unmount_below(*roots: Path) -> None:
-    """Lazily unmount whatever a killed engine left mounted under our own directories."""
+    """Lazily unmount what the engine left mounted on or under our own directories (dockerd
+    bind-mounts its data root onto itself and leaves that behind even after a clean exit)."""
     prefixes = tuple(str(root) + "/" for root in roots)
+    exact = {str(root) for root in roots}
     mounts = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         point = line.split()[4].replace("\\040", " ")
-        if point.startswith(prefixes):
+        if point in exact or point.startswith(prefixes):
             mounts.append(point)
     for point in sorted(mounts, key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True, check=False)
