@@ -29,7 +29,7 @@ CHECK_DIR = "/tmp"
 CHECK_FILE = "interlock-check.conf"
 COMMANDS = {
     "nginx": ["nginx", "-t", "-q", "-c", f"{CHECK_DIR}/{CHECK_FILE}"],
-    "haproxy": ["haproxy", "-c", "-q", "-f", f"{CHECK_DIR}/{CHECK_FILE}"],
+    "haproxy": ["haproxy", "-c", "-f", f"{CHECK_DIR}/{CHECK_FILE}"],
 }
 _PLACEHOLDER = "192.0.2.1"  # TEST-NET-1: never routed, only ever written into a checked file
 

@@ -41,7 +41,7 @@ class CheckFailed(RuntimeError):
 def check_command(kind: str, path: str) -> list[str]:
     if kind == "nginx":
         return ["nginx", "-t", "-q", "-c", path]
-    return ["haproxy", "-c", "-q", "-f", path]
+    return ["haproxy", "-c", "-f", path]
 
 
 def _archive(files: Mapping[str, str]) -> bytes:

@@ -21,6 +21,11 @@ log = logging.getLogger(__name__)
 
 WAKE_EVENTS = {"service": {"create", "update", "remove"}, "container": {"start", "die"}}
 _BATCH_SECONDS = 0.05  # let a burst of events (a stack deploy) land in one pass
+# Swarm carries out a change over the seconds after its event (tasks are told to stop, new ones
+# start), and sends no task events: so after an event, pass often for a while. A stopping task
+# then leaves the pool well within the 2 s Swarm waits before it signals the task's container.
+FOLLOW_UP_SECONDS = 5.0
+FOLLOW_UP_INTERVAL = 0.25
 
 
 def _wakes(message: dict) -> bool:
@@ -68,10 +73,14 @@ class Loop:
         )
         watcher.start()
         event(log, "loop_started", interval=self.interval)
+        follow_up_until = 0.0
         while not self.stop.is_set():
             self.wake.clear()
             self._one_pass()
-            if self.wake.wait(self.interval):
+            following = time.monotonic() < follow_up_until
+            wait = min(self.interval, FOLLOW_UP_INTERVAL) if following else self.interval
+            if self.wake.wait(wait):
+                follow_up_until = time.monotonic() + FOLLOW_UP_SECONDS
                 time.sleep(_BATCH_SECONDS)
         event(log, "loop_stopped")
 

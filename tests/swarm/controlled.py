@@ -33,6 +33,7 @@ class Routed:
     controller: Controller
     settings: Settings
     network: Any
+    docker_host: str
     proxy: Service | None = None
     port: int = 0
 
@@ -76,9 +77,16 @@ class Routed:
         return service
 
     def scale(self, service: Service, replicas: int) -> None:
-        """Scale at the service's current version (docker-py's scale uses the cached one)."""
-        service.reload()
-        service.scale(replicas)
+        """Change only the replica count, as `docker service scale` does.
+
+        docker-py's ``Service.scale`` posts back the spec as inspected with defaults inserted,
+        which Swarm takes for a new task template: it replaces every task, the survivors too.
+        """
+
+        def mutate(spec: dict) -> None:
+            spec["Mode"] = {"Replicated": {"Replicas": replicas}}
+
+        self.swarm.update_service(service, mutate)
         if replicas:
             self.swarm.wait_running(service, replicas=replicas)
         else:
@@ -95,6 +103,10 @@ class Routed:
             return result if not result.actions else None
 
         return wait_until(settled, timeout, 0.2, "a pass with nothing to do")
+
+    def run(self, log_path: str, **env: str) -> ControllerProcess:
+        """The real `interlock run` process on this test's prefix."""
+        return ControllerProcess(self.docker_host, self.prefix, log_path, **env)
 
     def get(self, host: str, path: str = "/") -> tuple[int, str]:
         return http_get(self.port, host, path)
@@ -113,7 +125,7 @@ def routed(swarm: SwarmTest, docker_host: str, **settings: Any) -> Routed:
     values = {"label_prefix": swarm.id, "poll_interval": 0.5, "log_format": "text", **settings}
     config = Settings(**values)
     controller = Controller.from_settings(config, swarm.client.api)
-    return Routed(swarm, controller, config, swarm.network("net"))
+    return Routed(swarm, controller, config, swarm.network("net"), docker_host)
 
 
 def run_cli(docker_host: str, prefix: str, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -132,3 +144,42 @@ def run_cli(docker_host: str, prefix: str, *args: str, **env: str) -> subprocess
         text=True,
         timeout=120,
     )
+
+
+class ControllerProcess:
+    """`interlock run` as a real process for one test; its logs go to a file shown on failure."""
+
+    def __init__(self, docker_host: str, prefix: str, log_path: str, **env: str) -> None:
+        self.environment = {
+            **os.environ,
+            "DOCKER_HOST": docker_host,
+            "INTERLOCK_LABEL_PREFIX": prefix,
+            "INTERLOCK_LOG_FORMAT": "text",
+            "INTERLOCK_METRICS_PORT": "0",
+            **env,
+        }
+        self.log_path = log_path
+
+    def __enter__(self) -> ControllerProcess:
+        self.log = open(self.log_path, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "controller.cli", "run"],
+            env=self.environment,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def logs(self) -> str:
+        with open(self.log_path) as handle:
+            return handle.read()
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+        if exc[0] is not None:
+            print(f"--- controller log ---\n{self.logs()[-6000:]}", file=sys.stderr)

@@ -1,0 +1,188 @@
+"""Signal mode on the real Swarm: in-place reloads under steady load lose no request.
+
+The controller runs as a real `interlock run` process (default 1 s interval, Swarm events), the
+load is wrk through the proxy's port on 127.0.0.1, and every test asserts both that requests
+flowed (a proxy that is down fails the test) and that none of them failed.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from docker.types import EndpointSpec, UpdateConfig
+
+from controller.inplace import CheckFailed, SignalPusher
+from controller.plan import PushConfig
+from tests.bed.probes import free_port, http_get, wait_until
+from tests.swarm.controlled import routed
+from tests.swarm.load import Load, report
+
+KINDS = ["nginx", "haproxy"]
+HOST = "app.example.com"
+MIN_REQUESTS = 1000  # far below what any working run sends; a dead proxy sends ~0
+
+
+def start(lab, tmp_path, **env):
+    return lab.run(str(tmp_path / "controller.log"), **env)
+
+
+def relabel(swarm, service, label: str, value: str) -> None:
+    def mutate(spec):
+        spec["Labels"][label] = value
+
+    swarm.update_service(service, mutate)
+
+
+def assert_clean(name: str, result) -> None:
+    report(name, result)
+    assert result.requests >= MIN_REQUESTS, result.summary()
+    assert result.failed == 0, result.summary() + "\n" + result.output
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_twenty_route_changes_under_load_lose_nothing(kind, swarm, bed, tmp_path):
+    lab = routed(swarm, bed.docker_host)
+    lab.proxy_service(kind, mode="signal")
+    lab.app("steady", replicas=2, hostname=HOST, port="8080")
+    other = lab.app("other", hostname="r0.example.com", port="8080")
+    with start(lab, tmp_path):
+        swarm.wait_http(lab.port, HOST, contains="-steady.", timeout=30)
+        swarm.wait_http(lab.port, "r0.example.com", contains="-other.1.", timeout=30)
+        with Load(lab.port, HOST, seconds=30) as load:
+            began = time.monotonic()
+            for change in range(1, 21):
+                relabel(swarm, other, lab.label("hostname"), f"r{change}.example.com")
+                swarm.wait_http(
+                    lab.port, f"r{change}.example.com", contains="-other.1.", timeout=10
+                )
+                swarm.wait_http(lab.port, f"r{change - 1}.example.com", status=404, timeout=5)
+                time.sleep(max(0.0, began + change - time.monotonic()))  # >= 1 s per change
+            changes_took = time.monotonic() - began
+            result = load.wait()
+    assert changes_took < 30, "the load ended before the last change"
+    assert_clean(f"{kind}: 20 route changes by signal", result)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rolling_update_of_the_backend_under_load_loses_nothing(kind, swarm, bed, tmp_path):
+    lab = routed(swarm, bed.docker_host)
+    lab.proxy_service(kind, mode="signal")
+    app = swarm.service(
+        "app",
+        swarm.images.backend,
+        networks=[lab.network.name],
+        labels={lab.label("hostname"): HOST, lab.label("port"): "8080"},
+        env=["TASK_NAME={{.Task.Name}}", "VERSION=1"],
+        mode={"Replicated": {"Replicas": 3}},
+        update_config=UpdateConfig(parallelism=1, delay=1_000_000_000, order="stop-first"),
+        stop_grace_period=10_000_000_000,
+    )
+    swarm.wait_running(app)
+    with start(lab, tmp_path):
+        swarm.wait_http(lab.port, HOST, contains="version=1", timeout=30)
+        with Load(lab.port, HOST, seconds=30) as load:
+            time.sleep(2)
+
+            def version_2(spec):
+                spec["TaskTemplate"]["ContainerSpec"]["Env"] = [
+                    "TASK_NAME={{.Task.Name}}",
+                    "VERSION=2",
+                ]
+
+            swarm.update_service(app, version_2)
+            swarm.wait_updated(app, timeout=60)
+            wait_until(
+                lambda: all("version=2" in http_get(lab.port, HOST)[1] for _ in range(6)),
+                15,
+                message="only version 2 answers",
+            )
+            result = load.wait()
+    assert_clean(f"{kind}: rolling update of 3 replicas", result)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_scale_down_under_load_loses_nothing(kind, swarm, bed, tmp_path):
+    lab = routed(swarm, bed.docker_host)
+    lab.proxy_service(kind, mode="signal")
+    app = lab.app("app", replicas=3, hostname=HOST, port="8080")
+    with start(lab, tmp_path):
+        wait_until(lambda: len(lab.tasks_seen(HOST, 12)) == 3, 30, message="3 replicas serve")
+        with Load(lab.port, HOST, seconds=20) as load:
+            time.sleep(3)
+            lab.scale(app, 1)
+            wait_until(lambda: len(lab.tasks_seen(HOST, 6)) == 1, 15, message="1 replica serves")
+            result = load.wait()
+    assert_clean(f"{kind}: scale 3 -> 1", result)
+
+
+def task_ports(swarm, service) -> list[int]:
+    """Host ports of the running tasks of a service published in host mode with dynamic ports."""
+    ports = []
+    for task in swarm.tasks(service):
+        ports += [p["PublishedPort"] for p in task["Status"].get("PortStatus", {}).get("Ports", [])]
+    return sorted(ports)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_new_proxy_task_serves_the_current_routes_within_a_pass(kind, swarm, bed, tmp_path):
+    lab = routed(swarm, bed.docker_host)
+    image = swarm.images.nginx if kind == "nginx" else swarm.images.haproxy
+    ports = [{"Protocol": "tcp", "TargetPort": 80, "PublishMode": "host"}]  # a port per task
+    proxy = swarm.service(
+        f"{kind}-proxy",
+        image,
+        networks=[lab.network.name],
+        labels={lab.label("ext.name"): kind, lab.label("ext.mode"): "signal"},
+        endpoint_spec=EndpointSpec(ports=ports),
+    )
+    swarm.wait_running(proxy)
+    lab.app("app", hostname=HOST, port="8080")
+    with start(lab, tmp_path):
+        (first,) = task_ports(swarm, proxy)
+        swarm.wait_http(first, HOST, contains="-app.1.", timeout=30)
+        lab.scale(proxy, 2)
+        second = next(p for p in task_ports(swarm, proxy) if p != first)
+        swarm.wait_http(second, HOST, contains="-app.1.", timeout=10)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_plain_docker_run_proxy_is_kept_in_sync(kind, swarm, bed, tmp_path):
+    lab = routed(swarm, bed.docker_host)
+    image = swarm.images.nginx if kind == "nginx" else swarm.images.haproxy
+    port = free_port()
+    swarm.container(
+        f"{kind}-edge",
+        image,
+        labels={lab.label("ext.name"): kind},
+        network=lab.network.name,
+        ports={"80/tcp": ("127.0.0.1", port)},
+    )
+    app = lab.app("app", hostname=HOST, port="8080")
+    with start(lab, tmp_path):
+        swarm.wait_http(port, HOST, contains="-app.1.", timeout=30)
+        relabel(swarm, app, lab.label("hostname"), "moved.example.com")
+        swarm.wait_http(port, "moved.example.com", contains="-app.1.", timeout=10)
+        assert http_get(port, HOST)[0] == 404
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_config_refused_in_the_container_is_never_signalled(kind, swarm, bed, tmp_path):
+    lab = routed(swarm, bed.docker_host)
+    proxy = lab.proxy_service(kind, mode="signal")
+    lab.app("app", hostname=HOST, port="8080")
+    with start(lab, tmp_path):
+        swarm.wait_http(lab.port, HOST, contains="-app.1.", timeout=30)
+    (task,) = swarm.tasks(proxy)
+    container = task["Status"]["ContainerStatus"]["ContainerID"]
+    processes = swarm.client.api.top(container)["Processes"]
+    pusher = SignalPusher(swarm.client.api)
+    path = "/etc/nginx/nginx.conf" if kind == "nginx" else "/usr/local/etc/haproxy/haproxy.cfg"
+    broken = PushConfig(proxy.name, kind, container, path, "this is { not a config\n", "f" * 64)
+    with pytest.raises(CheckFailed) as refused:
+        pusher.push(broken)
+    print(f"{kind} refused: {refused.value}")
+    assert str(refused.value).startswith(f"{kind} refused the config:")
+    assert len(str(refused.value)) > len(f"{kind} refused the config: ")  # the proxy's own words
+    assert swarm.client.api.top(container)["Processes"] == processes  # no reload happened
+    assert http_get(lab.port, HOST)[0] == 200
