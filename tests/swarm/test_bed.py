@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from docker.types import ConfigReference
+from docker.types import ConfigReference, SecretReference
 
 from tests.bed import Bed
 from tests.bed.engine import DEFAULT_SOCKET, socket_fingerprint
@@ -186,3 +186,26 @@ def test_proxy_reloads_in_place(swarm: SwarmTest, bed: Bed, kind: str) -> None:
 
     # reloaded in place: the same container is still the one and only running task
     assert [c.id for c in swarm.task_containers(svc)] == [container.id]
+
+
+def test_plain_container_on_overlay_reaches_a_task(swarm: SwarmTest, bed: Bed) -> None:
+    """A plain (non-Swarm) container joins the test's attachable overlay network and reaches a
+    backend task by its address; a secret mounted into the backend is readable there."""
+    net = swarm.network("plain")
+    token = swarm.secret("token", "s3cret\n")
+    backend = swarm.service(
+        "app",
+        bed.images.backend,
+        env=["TASK_NAME={{.Task.Name}}", "VERSION=7"],
+        networks=[net.name],
+        secrets=[SecretReference(token.id, token.name, filename="token")],
+    )
+    swarm.wait_running(backend)
+    (address,) = swarm.task_addresses(backend, net)
+    (task_container,) = swarm.task_containers(backend)
+    assert exec_ok(task_container, "cat", "/run/secrets/token") == "s3cret\n"
+
+    fetch = f"import urllib.request as u; print(u.urlopen('http://{address}:8080/x').read())"
+    probe = swarm.container("probe", bed.images.python, ["python3", "-c", fetch], network=net.name)
+    assert probe.wait(timeout=60)["StatusCode"] == 0, probe.logs().decode()
+    assert "version=7 path=/x" in probe.logs().decode()
