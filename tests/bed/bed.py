@@ -73,14 +73,19 @@ def locked(cfg: BedConfig) -> Iterator[None]:
 
 
 def _ensure_engine(cfg: BedConfig) -> None:
-    """Reuse a live engine; restart one that is ours but mute; start one otherwise."""
+    """Reuse a live engine; stop one that is ours but mute (or still shutting down); start one,
+    and retry once: a first start after a crash can trip over what the old engine left."""
     if engine.answers(cfg):
         return
-    if engine.engine_pid(cfg) is not None:
-        log.warning("bed dockerd runs but does not answer; restarting it")
+    if engine.our_dockerds(cfg):
+        log.warning("bed dockerd runs but does not answer; stopping it")
         engine.stop_engine(cfg)
-    proc = engine.start_engine(cfg)
-    engine.wait_for_engine(cfg, proc)
+    try:
+        engine.wait_for_engine(cfg, engine.start_engine(cfg))
+    except RuntimeError as err:
+        log.warning("dockerd did not come up (%s); trying once more", str(err).splitlines()[0])
+        engine.stop_engine(cfg)
+        engine.wait_for_engine(cfg, engine.start_engine(cfg))
 
 
 def _check_root() -> None:

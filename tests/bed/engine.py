@@ -71,15 +71,25 @@ def _cmdline(pid: int) -> list[str]:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
+def _is_our_dockerd(pid: int, cfg: BedConfig) -> bool:
+    """True if ``pid`` is a live dockerd with our exec root (so never a user's engine)."""
+    argv = _cmdline(pid)
+    return bool(argv) and argv[0].endswith("dockerd") and f"--exec-root={cfg.run_dir}" in argv
+
+
 def engine_pid(cfg: BedConfig) -> int | None:
     """The pid from our pidfile, but only if that process really is *our* dockerd."""
     try:
         pid = int(cfg.pidfile.read_text().strip())
     except (OSError, ValueError):
         return None
-    argv = _cmdline(pid)
-    ours = bool(argv) and argv[0].endswith("dockerd") and f"--exec-root={cfg.run_dir}" in argv
-    return pid if ours else None
+    return pid if _is_our_dockerd(pid, cfg) else None
+
+
+def our_dockerds(cfg: BedConfig) -> list[int]:
+    """Every live dockerd of this bed, pidfile or not (e.g. one still shutting down)."""
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    return [pid for pid in pids if _is_our_dockerd(pid, cfg)]
 
 
 def _run(*argv: str) -> None:
@@ -226,8 +236,7 @@ def _leftover_shims(cfg: BedConfig) -> list[int]:
 
 def stop_engine(cfg: BedConfig) -> None:
     """SIGTERM our dockerd (it stops its containers and containerd), SIGKILL if it hangs."""
-    pid = engine_pid(cfg)
-    if pid is not None:
+    for pid in our_dockerds(cfg):
         log.info("stopping dockerd pid %d", pid)
         _signal(pid, signal.SIGTERM)
         if not _wait_gone(pid, STOP_TIMEOUT):
