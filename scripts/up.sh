@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The main job: bring Interlock up.
+#   bash scripts/up.sh           with a Swarm manager at DOCKER_HOST (or the default socket):
+#                                `docker stack deploy -c stack.yml interlock` there.
+#                                With none: as root on Debian, bring up the local test-bed Swarm
+#                                (a private dockerd), build the images locally, deploy stack.yml
+#                                and the demo app, and print the curl line that shows routing.
+#   bash scripts/up.sh --local   always the local test-bed Swarm.
+# Environment: STACK_NAME (interlock), HTTP_PORT (80 on a real Swarm, 8000 locally), and every
+# variable stack.yml names (INTERLOCK_IMAGE, NGINX_IMAGE, INTERLOCK_MODE, ...).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STACK=${STACK_NAME:-interlock}
+DOCKER=${DOCKER:-$(command -v /usr/bin/docker || command -v docker || echo docker)}
+
+manager_present() {
+  [ "$("$DOCKER" info --format '{{.Swarm.ControlAvailable}}' 2>/dev/null)" = "true" ]
+}
+
+if [ "${1:-}" != "--local" ] && command -v "$DOCKER" >/dev/null && manager_present; then
+  "$DOCKER" stack deploy -c stack.yml "$STACK"
+  echo "Deployed stack $STACK. Route a service: join it to network ${PROXY_NETWORK:-interlock-proxy}"
+  echo "and label it (deploy.labels) interlock.hostname / interlock.domain / interlock.port."
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "no Swarm manager found; the local test-bed Swarm needs root (sudo bash scripts/up.sh)" >&2
+  exit 1
+fi
+# shellcheck source=scripts/setup.sh
+source scripts/setup.sh
+install_packages
+make_venv
+.venv/bin/python -m tests.bed up
+eval "$(.venv/bin/python -m tests.bed env)"
+
+export INTERLOCK_IMAGE=interlock-bed/controller:1
+BASE=$INTERLOCK_BED_PYTHON_IMAGE IMAGE=$INTERLOCK_IMAGE PYTHON=.venv/bin/python \
+  DOCKER="$DOCKER" bash scripts/build-image.sh
+export NGINX_IMAGE=$INTERLOCK_BED_NGINX_IMAGE DEMO_IMAGE=$INTERLOCK_BED_BACKEND_IMAGE DEMO_PORT=8080
+export DOCKER_SOCKET=${DOCKER_HOST#unix://} HTTP_PORT=${HTTP_PORT:-8000}
+# One node: the controller reaches every proxy task, so it reloads them in place (no lost request).
+export INTERLOCK_MODE=${INTERLOCK_MODE:-signal}
+"$DOCKER" stack deploy --resolve-image never -c stack.yml "$STACK"
+"$DOCKER" stack deploy --resolve-image never -c manifests/demo.yml "$STACK-demo"
+
+curl_line="curl -s -H 'Host: demo.example.com' http://127.0.0.1:$HTTP_PORT/"
+for _ in $(seq 1 120); do
+  if answer=$(curl -sf -H 'Host: demo.example.com' "http://127.0.0.1:$HTTP_PORT/" 2>/dev/null) \
+      && [[ "$answer" == task=* ]]; then
+    echo
+    echo "Interlock is routing on the local Swarm (DOCKER_HOST=$DOCKER_HOST):"
+    echo "  \$ $curl_line"
+    echo "  $answer"
+    exit 0
+  fi
+  sleep 1
+done
+echo "the demo app did not answer through the proxy within 120 s; see:" >&2
+echo "  DOCKER_HOST=$DOCKER_HOST $DOCKER service logs ${STACK}_controller" >&2
+exit 1
