@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import io
 import logging
+import re
 import secrets
 import tarfile
 import time
@@ -32,6 +33,7 @@ from .probes import free_port, http_get, wait_until
 log = logging.getLogger(__name__)
 
 TEST_LABEL = "interlock-test"
+TEST_ID_PREFIX = re.compile(r"^(t[0-9a-f]{8})-")
 Labels = dict[str, str] | None
 CLEANUP_TIMEOUT = 90.0
 
@@ -243,15 +245,26 @@ class SwarmTest:
 
     # -- teardown --------------------------------------------------------------------------
 
-    def _mine(self) -> dict[str, str]:
-        """Label filter selecting exactly this test's objects."""
-        return {"label": f"{TEST_LABEL}={self.id}"}
+    def mine(self, kind: str) -> list[Any]:
+        """This test's objects of ``kind`` ("services", "containers", "configs", "secrets",
+        "networks"): those labelled with its id, and those named with its prefix (which catches
+        objects that code under test created from the test's names without the label)."""
+        collection = getattr(self.client, kind)
+        extra = {"all": True} if kind == "containers" else {}
+        found = {
+            o.id: o for o in collection.list(filters={"label": f"{TEST_LABEL}={self.id}"}, **extra)
+        }
+        for obj in collection.list(filters={"name": self.prefix}, **extra):
+            if obj.name.startswith(self.prefix):
+                found.setdefault(obj.id, obj)
+        return list(found.values())
 
     def cleanup(self, timeout: float = CLEANUP_TIMEOUT) -> None:
-        """Remove this test's services, containers, configs, secrets and networks (only those).
-        Raises if something is still there after ``timeout`` seconds, so leaks get noticed."""
+        """Remove this test's services, containers, configs, secrets and networks (see
+        :meth:`mine`; nothing else). Raises if something is still there after ``timeout``
+        seconds, so leaks get noticed."""
         deadline = time.monotonic() + timeout
-        for svc in self.client.services.list(filters=self._mine()):
+        for svc in self.mine("services"):
             _remove(svc.remove)
         _retry_until(deadline, self._remove_containers, "containers")
         for kind in ("configs", "secrets", "networks"):
@@ -260,7 +273,7 @@ class SwarmTest:
     def _remove_containers(self) -> list[str]:
         """Give Swarm time to stop its tasks' containers, force out the rest; returns what is
         still there (with the last error, if any)."""
-        containers = self.client.containers.list(all=True, filters=self._mine())
+        containers = self.mine("containers")
         left = []
         for container in containers:
             swarm_task = "com.docker.swarm.task.id" in (container.labels or {})
@@ -273,9 +286,8 @@ class SwarmTest:
     def _remove_all(self, kind: str) -> list[str]:
         """Try to remove every object of ``kind``; returns those left (a network stays busy until
         the tasks on it are gone)."""
-        collection = getattr(self.client, kind)
         left = []
-        for obj in collection.list(filters=self._mine()):
+        for obj in self.mine(kind):
             error = _remove(obj.remove)
             if error:
                 left.append(f"{obj.name}: {error}")
@@ -344,14 +356,23 @@ def _created(obj: Any) -> float:
     return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00").timestamp()
 
 
+def _test_id_of(obj: Any) -> str | None:
+    """The test id an object belongs to: its label, else a ``t<8 hex>-`` name prefix."""
+    labelled = _labels_of(obj).get(TEST_LABEL)
+    if labelled:
+        return str(labelled)
+    match = TEST_ID_PREFIX.match(obj.name or "")
+    return match.group(1) if match else None
+
+
 def leftover_test_ids(client: docker.DockerClient, older_than: float) -> list[str]:
     """Test ids whose newest object is older than ``older_than`` seconds (crashed test runs)."""
     newest: dict[str, float] = {}
     for kind in ("services", "containers", "configs", "secrets", "networks"):
         collection = getattr(client, kind)
         extra = {"all": True} if kind == "containers" else {}
-        for obj in collection.list(filters={"label": TEST_LABEL}, **extra):
-            test_id = _labels_of(obj).get(TEST_LABEL)
+        for obj in collection.list(**extra):
+            test_id = _test_id_of(obj)
             if test_id:
                 newest[test_id] = max(newest.get(test_id, 0.0), _created(obj))
     cutoff = time.time() - older_than
