@@ -38,7 +38,7 @@ def _lines(path: Path) -> list[str]:
 def mmdebstrap_argv(cfg: BedConfig, target: Path) -> list[str]:
     """The mmdebstrap call; ``INTERLOCK_BED_MIRROR`` (optional) replaces Debian's default mirror."""
     rootfs = IMAGES_DIR / "rootfs"
-    argv = ["mmdebstrap", "--variant=minbase", "--format=tar", "--quiet"]
+    argv = ["mmdebstrap", "--variant=minbase", "--format=tar"]  # not --quiet: keep apt's errors
     argv.append("--include=" + ",".join(_lines(rootfs / "packages.txt")))
     argv += [f"--dpkgopt=path-exclude={pattern}" for pattern in _lines(rootfs / "excludes.txt")]
     argv += [cfg.suite, str(target)]

@@ -50,11 +50,12 @@ def bed(default_socket_before: tuple[int, int, float] | None) -> Bed:
     try:
         return ensure_bed()
     except Exception as err:
-        pytest.fail(
-            f"the Swarm test bed is not available: {type(err).__name__}: {err}\n"
-            "Start it with `python -m tests.bed up` as root (see scripts/test.sh).",
-            pytrace=False,
-        )
+        reason = f"{type(err).__name__}: {err}"
+    pytest.fail(  # outside the except block, so the message is not buried in a traceback chain
+        f"the Swarm test bed is not available: {reason}\n"
+        "Start it with `python -m tests.bed up` as root (see scripts/test.sh).",
+        pytrace=False,
+    )
 
 
 @pytest.fixture(scope="session")
