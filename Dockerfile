@@ -11,7 +11,7 @@ RUN python3 -m venv /opt/interlock \
  && rm -rf /tmp/wheels \
  && (id interlock >/dev/null 2>&1 || useradd --system --uid 10001 --user-group \
         --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin interlock)
-COPY docker/entrypoint.sh /usr/local/bin/interlock-entrypoint
+COPY image/entrypoint.sh /usr/local/bin/interlock-entrypoint
 EXPOSE 9100
 ENTRYPOINT ["interlock-entrypoint"]
 CMD ["run"]

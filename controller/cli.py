@@ -14,7 +14,7 @@ import difflib
 import signal
 import sys
 
-from . import app
+from . import app, observe, report
 from .logs import setup
 from .settings import SettingsError, load_settings
 
@@ -93,14 +93,26 @@ def cmd_diff(controller: app.Controller) -> int:
 def cmd_validate(controller: app.Controller) -> int:
     result = controller.reconciler.run_pass(dry_run=True, check_all=True)
     bad = {p.service for p in result.problems if p.rejected}
-    for line in app.validation_report(result, controller.settings.label_prefix):
+    for line in report.validation_report(result):
         print(line)
     return 1 if bad or result.refused else 0
 
 
 def cmd_status(controller: app.Controller, as_json: bool) -> int:
     result = controller.reconciler.run_pass(dry_run=True)
-    print(app.status_report(result, controller, as_json))
+    proxies = [d.proxy for d in result.desired.proxies]
+    served = controller.reconciler.served(
+        result.snapshot, [p for p in proxies if p.mode == "signal"]
+    )
+    task_configs = {
+        p.name: observe.task_configs(controller.api, p)
+        for p in proxies
+        if p.mode == "rolling" and p.service_id
+    }
+    rows = report.proxy_rows(result, controller.settings.label_prefix, served, task_configs)
+    print(
+        report.status_report(rows, report.route_rows(result), report.rejected_rows(result), as_json)
+    )
     return 0
 
 

@@ -92,3 +92,23 @@ def deployed_text(api: docker.APIClient, snapshot: Snapshot, proxy: Proxy) -> st
     if not ref:
         return None
     return base64.b64decode(api.inspect_config(ref.config_id)["Spec"]["Data"]).decode()
+
+
+def task_configs(api: docker.APIClient, proxy: Proxy) -> list[str]:
+    """Name of the config each running task of a proxy service mounts at its config path.
+
+    For `interlock status` only (one call per proxy): the loop itself never needs it.
+    """
+    tasks = api.tasks(filters={"service": proxy.service_id, "desired-state": "running"})
+    names = []
+    for task in tasks:
+        if (task.get("Status") or {}).get("State") != "running":
+            continue
+        refs = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Configs") or []
+        mounted = [
+            r.get("ConfigName", "")
+            for r in refs
+            if (r.get("File") or {}).get("Name") == proxy.spec.config_path
+        ]
+        names.append(mounted[0] if mounted else "")
+    return names

@@ -7,6 +7,7 @@ flowed (a proxy that is down fails the test) and that none of them failed.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -15,7 +16,7 @@ from docker.types import EndpointSpec, UpdateConfig
 from controller.inplace import CheckFailed, SignalPusher
 from controller.plan import PushConfig
 from tests.bed.probes import free_port, http_get, wait_until
-from tests.swarm.controlled import routed
+from tests.swarm.controlled import routed, run_cli
 from tests.swarm.load import Load, report
 
 KINDS = ["nginx", "haproxy"]
@@ -164,6 +165,10 @@ def test_a_plain_docker_run_proxy_is_kept_in_sync(kind, swarm, bed, tmp_path):
         relabel(swarm, app, lab.label("hostname"), "moved.example.com")
         swarm.wait_http(port, "moved.example.com", contains="-app.1.", timeout=10)
         assert http_get(port, HOST)[0] == 404
+    status = json.loads(run_cli(bed.docker_host, lab.prefix, "status", "--json").stdout)
+    (row,) = status["proxies"]
+    assert (row["mode"], row["tasks_in_sync"]) == ("signal", "1/1"), row
+    assert row["deployed"] == row["desired"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

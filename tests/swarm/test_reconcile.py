@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,23 @@ def test_once_twice_writes_nothing_the_second_time(swarm, bed):
 
     diff = run_cli(bed.docker_host, lab.prefix, "diff")
     assert diff.returncode == 0 and diff.stdout == "", diff.stdout
+
+    status = json.loads(run_cli(bed.docker_host, lab.prefix, "status", "--json").stdout)
+    (row,) = status["proxies"]
+    assert (row["mode"], row["tasks_in_sync"], row["deployed"]) == (
+        "rolling",
+        "1/1",
+        row["desired"],
+    )
+    assert status["routes"] == [
+        {
+            "proxy": proxy.name,
+            "host": HOST,
+            "path": "/",
+            "service": f"{swarm.prefix}app",
+            "backends": 1,
+        }
+    ]
 
 
 def test_a_stack_redeploy_that_resets_the_proxy_is_undone(swarm, bed):
