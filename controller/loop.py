@@ -87,8 +87,7 @@ class Loop:
     def _one_pass(self) -> None:
         try:
             result = self.reconciler.run_pass()
-        except Exception as error:  # the loop outlives any single pass
-            event(log, "pass_failed", logging.ERROR, error=str(error), kind=type(error).__name__)
+        except Exception as error:  # the loop outlives any single pass (run_pass logged it)
             self.on_pass(None, error)
             return
         self.on_pass(result, None)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -18,7 +17,7 @@ from .act import Executor, Outcome
 from .check import Checker
 from .desired import Desired, DesiredProxy, Proxy, desired_state
 from .labels import Problem
-from .logs import event
+from .logs import event, new_pass_id, pass_scope
 from .observe import Observer
 from .render import Rendered, RenderError, RenderOptions, render
 from .settings import Settings
@@ -109,8 +108,21 @@ class Reconciler:
         return deployable
 
     def run_pass(self, dry_run: bool = False, check_all: bool = False) -> PassResult:
-        """One pass. ``dry_run`` writes nothing; ``check_all`` checks even deployed configs."""
-        started, pass_id = time.monotonic(), uuid.uuid4().hex[:12]
+        """One pass. ``dry_run`` writes nothing; ``check_all`` checks even deployed configs.
+
+        Every event logged during the pass carries its id; a pass that raises is logged here.
+        """
+        with pass_scope(new_pass_id()) as pass_id:
+            try:
+                return self._run_pass(pass_id, dry_run, check_all)
+            except Exception as error:
+                event(
+                    log, "pass_failed", logging.ERROR, error=str(error), kind=type(error).__name__
+                )
+                raise
+
+    def _run_pass(self, pass_id: str, dry_run: bool, check_all: bool) -> PassResult:
+        started = time.monotonic()
         calls_before = self.observer.calls + self.executor.calls
         prefix = self.settings.label_prefix
         snapshot = self.observer.snapshot()
@@ -154,7 +166,6 @@ def _log_pass(result: PassResult, previous: PassResult | None) -> None:
             log,
             "service_problem",
             level,
-            pass_id=result.pass_id,
             service=problem.service,
             label=problem.label,
             reason=problem.reason,
@@ -164,12 +175,11 @@ def _log_pass(result: PassResult, previous: PassResult | None) -> None:
     for proxy, why in result.refused.items():
         if refused_before.get(proxy) == why:
             continue
-        event(log, "config_refused", logging.ERROR, pass_id=result.pass_id, proxy=proxy, reason=why)
+        event(log, "config_refused", logging.ERROR, proxy=proxy, reason=why)
     event(
         log,
         "pass_done",
         logging.INFO if result.actions or result.errors else logging.DEBUG,
-        pass_id=result.pass_id,
         seconds=round(result.seconds, 3),
         actions=len(result.actions),
         errors=len(result.errors),
