@@ -16,7 +16,14 @@ import docker
 import docker.errors
 
 from .logs import event
-from .plan import Action, CreateConfig, PushConfig, RemoveConfig, UpdateProxyService, with_config
+from .plan import (
+    Action,
+    CreateConfig,
+    PushConfig,
+    RemoveConfig,
+    UpdateProxyService,
+    with_mounts,
+)
 from .retry import docker_call
 from .snapshot import Snapshot
 
@@ -46,6 +53,7 @@ class Executor:
 
     def run(self, actions: list[Action], snapshot: Snapshot) -> list[Outcome]:
         config_ids = {c.name: c.id for c in snapshot.configs}
+        self.secret_ids = {s.name: s.id for s in snapshot.secrets}
         failed: set[str] = set()
         outcomes = []
         for action in actions:
@@ -113,10 +121,17 @@ class Executor:
         Every field is passed explicitly: docker-py would otherwise send what it was not given as
         empty. A concurrent change makes Swarm refuse the stale version; the next pass retries.
         """
-        config_id = ""
-        if action.config_name:
-            config_id = config_ids.get(action.config_name) or self._config_id(action.config_name)
-        spec = with_config(action.spec, action.path, config_id, action.config_name)
+        config = None
+        if action.config_name is not None:
+            name = action.config_name
+            config = (config_ids.get(name) or self._config_id(name) if name else "", name)
+        secrets = None
+        if action.secrets is not None:
+            missing = [name for _, name in action.secrets if name not in self.secret_ids]
+            if missing:
+                raise LookupError(f"secret {', '.join(missing)} does not exist")
+            secrets = [(file, self.secret_ids[name], name) for file, name in action.secrets]
+        spec = with_mounts(action.spec, action.path, config, secrets)
         self._call(
             self.api.update_service,
             action.service_id,
@@ -140,7 +155,14 @@ def _describe(action: Action) -> Mapping[str, object]:
     if isinstance(action, CreateConfig | RemoveConfig):
         return {"config": action.name}
     if isinstance(action, UpdateProxyService):
-        return {"config": action.config_name or "(unmounted)", "service_version": action.version}
+        config = (
+            "(unchanged)" if action.config_name is None else action.config_name or "(unmounted)"
+        )
+        return {
+            "config": config,
+            "service_version": action.version,
+            "tls_files": len(action.secrets or ()),
+        }
     if isinstance(action, PushConfig):
         return {"container": action.container_id[:12], "digest": action.digest[:16]}
     return {}

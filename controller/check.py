@@ -15,10 +15,12 @@ import logging
 import tarfile
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import PurePosixPath
 
 import docker
 import docker.errors
 
+from . import checkcert
 from .desired import DesiredProxy
 from .logs import event
 from .render import RenderOptions, render
@@ -40,15 +42,30 @@ class Verdict:
     output: str  # the proxy's own words when it refused
 
 
-def tar_file(name: str, text: str, mode: int = 0o644) -> bytes:
-    """A one-file tar archive, the form the Engine API's archive upload takes."""
-    data = text.encode()
+def tar_files(files: dict[str, str], mode: int = 0o644) -> bytes:
+    """A tar archive of text files (parent folders included), as the archive upload takes it."""
     buffer = io.BytesIO()
+    folders = sorted({str(PurePosixPath(n).parent) for n in files} - {"."})
     with tarfile.open(fileobj=buffer, mode="w") as archive:
-        info = tarfile.TarInfo(name)
-        info.size, info.mode, info.mtime = len(data), mode, int(time.time())
-        archive.addfile(info, io.BytesIO(data))
+        for folder in folders:
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+            archive.addfile(info)
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+            archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def check_files(desired: DesiredProxy, text: str, secrets_dir: str) -> dict[str, str]:
+    """The config, and the stand-in certificate at each path the config names (from "/")."""
+    files = {f"{CHECK_DIR}/{CHECK_FILE}".lstrip("/"): text}
+    for cert in desired.certificates:
+        base = f"{secrets_dir}/{cert.file}".lstrip("/")
+        files[base], files[f"{base}.key"] = checkcert.CERT, checkcert.KEY
+    return files
 
 
 def shape(desired: DesiredProxy, options: RenderOptions) -> str:
@@ -69,7 +86,8 @@ class Checker:
     def check(self, desired: DesiredProxy, text: str, options: RenderOptions) -> Verdict:
         key = (desired.proxy.image, shape(desired, options))
         if key not in self.verdicts:
-            self.verdicts[key] = self._run(desired.proxy.image, desired.proxy.spec.kind, text)
+            files = check_files(desired, text, options.secrets_dir)
+            self.verdicts[key] = self._run(desired.proxy.image, desired.proxy.spec.kind, files)
             event(log, "config_checked", proxy=desired.proxy.name, ok=self.verdicts[key].ok)
         return self.verdicts[key]
 
@@ -87,13 +105,13 @@ class Checker:
             self.api.pull(image)
             return self.api.create_container(image, **kwargs)["Id"]
 
-    def _run(self, image: str, kind: str, text: str) -> Verdict:
+    def _run(self, image: str, kind: str, files: dict[str, str]) -> Verdict:
         try:
             container = self._create(image, kind)
         except docker.errors.APIError as error:
             return Verdict(False, f"cannot start a check container of {image}: {error}")
         try:
-            self.api.put_archive(container, CHECK_DIR, tar_file(CHECK_FILE, text))
+            self.api.put_archive(container, "/", tar_files(files))
             self.api.start(container)
             status = self.api.wait(container, timeout=self.timeout).get("StatusCode", 1)
             output = self.api.logs(container, stdout=True, stderr=True).decode(errors="replace")

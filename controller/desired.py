@@ -9,6 +9,7 @@ route that is already served; the loser is reported.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -52,10 +53,28 @@ class Route:
 
 
 @dataclass(frozen=True)
+class Certificate:
+    """A certificate and its key, mounted from Docker secrets as /run/secrets/<file>[.key]."""
+
+    file: str
+    cert_secret: str
+    key_secret: str
+
+
+@dataclass(frozen=True)
+class HostTls:
+    host: str
+    file: str  # the Certificate's file
+    only: bool  # plain HTTP is redirected to HTTPS
+
+
+@dataclass(frozen=True)
 class DesiredProxy:
     proxy: Proxy
     routes: tuple[Route, ...]
     backends: tuple[Backend, ...]
+    tls: tuple[HostTls, ...] = ()
+    certificates: tuple[Certificate, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,6 +190,37 @@ def _port(app: _App, prefix: str) -> int | Problem:
     )
 
 
+def certificate(cert_secret: str, key_secret: str) -> Certificate:
+    """The file name depends on both secrets, so two pairs never share a file."""
+    tag = hashlib.sha256(f"{cert_secret}\0{key_secret}".encode()).hexdigest()[:12]
+    return Certificate(f"tls-{tag}.pem", cert_secret, key_secret)
+
+
+def _tls_problem(app: _App, proxy: Proxy, snapshot: Snapshot, prefix: str) -> Problem | None:
+    """Why this app's TLS cannot be served by this proxy (then it is not served there at all)."""
+    tls = app.spec.tls
+    if not tls:
+        return None
+    names = {secret.name for secret in snapshot.secrets}
+    for label, secret in (("ssl_cert", tls.cert_secret), ("ssl_cert_key", tls.key_secret)):
+        if secret not in names:
+            return Problem(
+                app.service.name,
+                f"{prefix}.{label}",
+                f"Docker secret {secret} does not exist",
+                proxy=proxy.name,
+            )
+    if not proxy.service_id:
+        return Problem(
+            app.service.name,
+            f"{prefix}.ssl_cert",
+            f"proxy {proxy.name} is a plain "
+            "container and cannot mount secrets; use a proxy service",
+            proxy=proxy.name,
+        )
+    return None
+
+
 def targets(tasks: Iterable[Task], network_id: str, port: int) -> tuple[str, ...]:
     """Addresses of the tasks that should take traffic now: stopping tasks are already out."""
     found = {t.addresses[network_id] for t in tasks if t.serving and network_id in t.addresses}
@@ -188,12 +238,15 @@ def _desired_proxy(
     owners: dict[tuple[str, str], str] = {}
     backends: list[Backend] = []
     problems: list[Problem] = []
+    tls: dict[str, HostTls] = {}
+    certificates: dict[str, Certificate] = {}
     for app in apps:
         if app.spec.cluster != proxy.spec.cluster:
             continue
         network, port = _network(app, proxy, snapshot.networks, prefix), _port(app, prefix)
-        if isinstance(network, Problem) or isinstance(port, Problem):
-            problems += [p for p in (network, port) if isinstance(p, Problem)]
+        refused = _tls_problem(app, proxy, snapshot, prefix)
+        if isinstance(network, Problem) or isinstance(port, Problem) or refused:
+            problems += [p for p in (network, port, refused) if isinstance(p, Problem)]
             continue
         name = backend_name(app.service)
         served = False
@@ -204,12 +257,18 @@ def _desired_proxy(
                 continue
             routes[key] = Route(host, app.spec.context_root, app.spec.rewrite, name)
             owners[key], served = app.service.name, True
+            if app.spec.tls and host not in tls:  # the oldest TLS service of a host sets it
+                cert = certificate(app.spec.tls.cert_secret, app.spec.tls.key_secret)
+                certificates[cert.file] = cert
+                tls[host] = HostTls(host, cert.file, app.spec.tls.only)
         if served:
             found = targets(tasks_by_service.get(app.service.id, ()), network, port)
             strip = app.spec.context_root if app.spec.rewrite else ""
             backends.append(Backend(name, app.service.name, port, found, app.spec.balance, strip))
     ordered = tuple(routes[key] for key in sorted(routes))
-    return DesiredProxy(proxy, ordered, tuple(backends)), problems
+    host_tls = tuple(tls[host] for host in sorted(tls))
+    certs = tuple(certificates[file] for file in sorted(certificates))
+    return DesiredProxy(proxy, ordered, tuple(backends), host_tls, certs), problems
 
 
 def _conflict(app: _App, key: tuple[str, str], owner: str, prefix: str, proxy: Proxy) -> Problem:

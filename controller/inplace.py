@@ -12,16 +12,13 @@ container, so an unchanged proxy gets nothing and a new or restarted one gets th
 
 from __future__ import annotations
 
-import io
 import logging
 import posixpath
-import tarfile
-import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import docker
 
+from .check import tar_files
 from .desired import Proxy
 from .observe import read_container_file
 from .plan import PushConfig, proxy_containers
@@ -42,17 +39,6 @@ def check_command(kind: str, path: str) -> list[str]:
     if kind == "nginx":
         return ["nginx", "-t", "-q", "-c", path]
     return ["haproxy", "-c", "-f", path]
-
-
-def _archive(files: Mapping[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 @dataclass
@@ -88,7 +74,7 @@ class SignalPusher:
         folder, name = posixpath.split(action.path)
         new, digest_new = name + NEW_SUFFIX, name + DIGEST_SUFFIX + ".new"
         self.api.put_archive(
-            action.container_id, folder, _archive({new: action.text, digest_new: action.digest})
+            action.container_id, folder, tar_files({new: action.text, digest_new: action.digest})
         )
         staged = posixpath.join(folder, new)
         code, output = self._exec(action.container_id, check_command(action.kind, staged))

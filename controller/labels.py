@@ -29,10 +29,6 @@ _ALIAS_NUMBERED = re.compile(r"^alias_domain\.[0-9]{1,3}$")
 
 # Interlock labels we know but do not (yet) turn into configuration: reported, never passed through.
 _UNSUPPORTED = (
-    "ssl",
-    "ssl_only",
-    "ssl_cert",
-    "ssl_cert_key",
     "ssl_backend",
     "ssl_backend_tls_verify",
     "websocket_endpoint",
@@ -62,6 +58,15 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class TlsSpec:
+    """TLS termination for an app's hosts: Docker secrets holding the certificate and key."""
+
+    cert_secret: str
+    key_secret: str
+    only: bool  # plain HTTP requests are redirected to HTTPS
+
+
+@dataclass(frozen=True)
 class AppSpec:
     """What an app service's labels ask for, all values validated."""
 
@@ -72,6 +77,7 @@ class AppSpec:
     rewrite: bool
     cluster: str
     balance: str | None
+    tls: TlsSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -212,6 +218,7 @@ def _hosts(reader: _Reader) -> tuple[str, ...]:
 def _report_unknown(reader: _Reader) -> None:
     known = {"hostname", "domain", "alias_domain", "port", "network", "context_root"}
     known |= {"context_root_rewrite", "balance_algorithm", "ext.service_cluster"}
+    known |= {"ssl", "ssl_only", "ssl_cert", "ssl_cert_key"}
     for label in sorted(reader.labels):
         if not label.startswith(reader.prefix + "."):
             continue
@@ -224,6 +231,24 @@ def _report_unknown(reader: _Reader) -> None:
             reader.ignore(label, "raw proxy options are never passed through")
         else:
             reader.ignore(label, "unknown label")
+
+
+def _tls(reader: _Reader) -> TlsSpec | None:
+    """TLS is on when both secrets are named (and `ssl` does not say false)."""
+    cert, key = reader.get("ssl_cert", name), reader.get("ssl_cert_key", name)
+    enabled = reader.get("ssl", boolean, None)
+    only = reader.get("ssl_only", boolean, False)
+    if cert and key and enabled is not False:
+        return TlsSpec(cert, key, only)
+    for label, present in (("ssl_cert", cert), ("ssl_cert_key", key)):
+        if (
+            not present
+            and (enabled or only or cert or key)
+            and reader.key(label) not in reader.labels
+        ):
+            why = "missing: TLS needs both ssl_cert and ssl_cert_key (names of Docker secrets)"
+            reader.problems.append(Problem(reader.service, reader.key(label), why))
+    return None
 
 
 def parse_app(
@@ -240,6 +265,7 @@ def parse_app(
         rewrite=reader.get("context_root_rewrite", boolean, False),
         cluster=reader.get("ext.service_cluster", name, ""),
         balance=reader.get("balance_algorithm", lambda v: choice(v, BALANCE_ALGORITHMS)),
+        tls=_tls(reader),
     )
     _report_unknown(reader)
     if not hosts and not reader.failed:

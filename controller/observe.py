@@ -2,7 +2,8 @@
 
 Read-only by construction: nothing here writes to Docker. The calls are services, tasks (only of
 routed and proxy services, only those Swarm wants running), networks, the controller's own configs,
-and the running containers of the controller's own engine (for proxies reloaded in place).
+the running containers of the controller's own engine (for proxies reloaded in place), and
+the names of secrets (for TLS certificates).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class Observer:
             self.api.configs, filters={"label": f"{Labels(self.prefix).owned}=true"}
         )
         containers = self._call(self.api.containers, filters={"status": "running"})
-        return snapshot_from_api(services, tasks, networks, configs, containers)
+        secrets = self._call(self.api.secrets)  # names and ids only: the API never gives data
+        return snapshot_from_api(services, tasks, networks, configs, containers, secrets)
 
 
 def read_container_file(api: docker.APIClient, container_id: str, path: str) -> str | None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .desired import Proxy
+from .desired import DesiredProxy, Proxy
 from .labels import Problem
 from .render import Rendered
 from .snapshot import Config, Snapshot
@@ -41,14 +41,16 @@ class CreateConfig:
 
 @dataclass(frozen=True)
 class UpdateProxyService:
-    """Mount ``config_name`` at ``path`` (or unmount what is there, when it is empty)."""
+    """Mount ``config_name`` at ``path`` ("" unmounts, None leaves it) and, unless ``secrets``
+    is None, exactly these TLS secrets as (file under /run/secrets, secret name)."""
 
     proxy: str
     service_id: str
     version: int
-    config_name: str
+    config_name: str | None
     path: str
     spec: Mapping[str, Any] = field(repr=False)
+    secrets: tuple[tuple[str, str], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,34 @@ class Labels:
         return f"{self.prefix}.ext.digest"
 
 
+TLS_FILE_PREFIX = "tls-"  # secret mounts the controller owns on a proxy: /run/secrets/tls-*
+
+
+@dataclass(frozen=True)
+class Deployable:
+    """A proxy, the rendered config that may go live on it, and the TLS secrets it needs."""
+
+    proxy: Proxy
+    rendered: Rendered
+    secrets: tuple[tuple[str, str], ...] = ()
+
+
+def secret_mounts(desired: DesiredProxy) -> tuple[tuple[str, str], ...]:
+    """(file under /run/secrets, secret name) for every certificate and key the proxy serves."""
+    mounts = []
+    for cert in desired.certificates:
+        mounts += [(cert.file, cert.cert_secret), (f"{cert.file}.key", cert.key_secret)]
+    return tuple(sorted(mounts))
+
+
+def mounted_secrets(snapshot: Snapshot, proxy: Proxy) -> tuple[tuple[str, str], ...]:
+    service = _service(snapshot, proxy.service_id)
+    refs = service.secret_refs if service else ()
+    return tuple(
+        sorted((r.path, r.secret_name) for r in refs if r.path.startswith(TLS_FILE_PREFIX))
+    )
+
+
 def config_name(prefix: str, proxy: Proxy, rendered: Rendered) -> str:
     """Docker config names are capped at 64 characters; the digest part keeps them unique."""
     suffix = f"-{rendered.digest[:12]}"
@@ -131,39 +161,61 @@ def unreachable_tasks(snapshot: Snapshot, proxy: Proxy) -> int:
 
 
 def is_current(
-    snapshot: Snapshot,
-    prefix: str,
-    proxy: Proxy,
-    rendered: Rendered,
-    served: Mapping[str, str],
+    snapshot: Snapshot, prefix: str, target: Deployable, served: Mapping[str, str]
 ) -> bool:
     """Whether the proxy already serves this configuration everywhere the controller can see."""
+    proxy, rendered = target.proxy, target.rendered
+    if proxy.service_id and mounted_secrets(snapshot, proxy) != target.secrets:
+        return False
     if proxy.mode == "signal":
         return all(served.get(c) == rendered.digest for c in proxy_containers(snapshot, proxy))
     return mounted_config(snapshot, proxy) == config_name(prefix, proxy, rendered)
 
 
-def with_config(spec: Mapping[str, Any], path: str, config_id: str, name: str) -> dict[str, Any]:
-    """A copy of a service spec whose config mounted at ``path`` is replaced (or removed)."""
+def _file(path: str) -> dict[str, Any]:
+    # Readable by the proxy's own user (the official HAProxy image runs as one), in its container.
+    return {"Name": path, "UID": "0", "GID": "0", "Mode": 0o444}
+
+
+def with_mounts(
+    spec: Mapping[str, Any],
+    path: str,
+    config: tuple[str, str] | None,
+    secrets: list[tuple[str, str, str]] | None = None,
+) -> dict[str, Any]:
+    """A copy of a service spec with its mounts changed.
+
+    The config at ``path`` is replaced by ``config`` (id, name), or removed when the name is
+    empty, unless ``config`` is None; unless ``secrets`` is None, the TLS secret mounts are
+    replaced by ``secrets`` (file, secret id, secret name). Other mounts are left alone.
+    """
     new = copy.deepcopy(dict(spec))
     container = new.setdefault("TaskTemplate", {}).setdefault("ContainerSpec", {})
-    refs = [r for r in container.get("Configs") or [] if (r.get("File") or {}).get("Name") != path]
-    if name:
-        refs.append(
-            {
-                "File": {"Name": path, "UID": "0", "GID": "0", "Mode": 0o444},
-                "ConfigID": config_id,
-                "ConfigName": name,
-            }
-        )
-    container["Configs"] = refs
+    if config is not None:
+        refs = [
+            r for r in container.get("Configs") or [] if (r.get("File") or {}).get("Name") != path
+        ]
+        if config[1]:
+            refs.append({"File": _file(path), "ConfigID": config[0], "ConfigName": config[1]})
+        container["Configs"] = refs
+    if secrets is not None:
+        kept = [
+            r
+            for r in container.get("Secrets") or []
+            if not (r.get("File") or {}).get("Name", "").startswith(TLS_FILE_PREFIX)
+        ]
+        container["Secrets"] = kept + [
+            {"File": _file(file), "SecretID": sid, "SecretName": name}
+            for file, sid, name in secrets
+        ]
     new["UpdateConfig"] = new.get("UpdateConfig") or dict(DEFAULT_UPDATE_CONFIG)
     return new
 
 
-def _rolling(snapshot, prefix, proxy, rendered, existing) -> list[Action]:
+def _rolling(snapshot, prefix, target: Deployable, existing) -> list[Action]:
+    proxy, rendered = target.proxy, target.rendered
     name = config_name(prefix, proxy, rendered)
-    if mounted_config(snapshot, proxy) == name:
+    if is_current(snapshot, prefix, target, {}):
         return []
     keys = Labels(prefix)
     actions: list[Action] = []
@@ -179,12 +231,29 @@ def _rolling(snapshot, prefix, proxy, rendered, existing) -> list[Action]:
             name,
             proxy.spec.config_path,
             service.spec,
+            target.secrets,
         )
     )
     return actions
 
 
-def _signal(snapshot, prefix, proxy, rendered, served, owned_names) -> list[Action]:
+def _signal(snapshot, prefix, target: Deployable, served, owned_names) -> list[Action]:
+    proxy, rendered = target.proxy, target.rendered
+    if proxy.service_id and mounted_secrets(snapshot, proxy) != target.secrets:
+        # Certificates come as secrets, which only a service update can mount (one restart of
+        # the proxy's tasks); the new tasks then get the config pushed.
+        service = _service(snapshot, proxy.service_id)
+        return [
+            UpdateProxyService(
+                proxy.name,
+                proxy.service_id,
+                service.version,
+                None,
+                proxy.spec.config_path,
+                service.spec,
+                target.secrets,
+            )
+        ]
     mounted = mounted_config(snapshot, proxy)
     if mounted and mounted in owned_names:
         # Left over from rolling mode: the read-only mount would block writes. Unmount it once.
@@ -263,23 +332,23 @@ def _garbage(snapshot: Snapshot, prefix: str, keep: int, protect: set[str]) -> l
 def plan(
     snapshot: Snapshot,
     prefix: str,
-    deployable: Mapping[str, tuple[Proxy, Rendered]],
+    deployable: Mapping[str, Deployable],
     served: Mapping[str, str],
     keep_configs: int,
 ) -> list[Action]:
     """The ordered writes of one pass.
 
-    ``deployable`` maps a proxy name to its proxy and the rendered config that passed its check
-    (proxies whose config failed are absent, so they keep what they serve). ``served`` maps a
-    proxy container id to the digest of the config it serves (signal mode).
+    ``deployable`` maps a proxy name to what may go live on it: the rendered config that passed
+    its check and the secrets it needs (proxies whose config failed are absent, so they keep what
+    they serve). ``served`` maps a proxy container id to the digest it serves (signal mode).
     """
     existing = {c.name for c in snapshot.configs}
     owned_names = {c.name for c in _owned(snapshot, prefix)}
     actions: list[Action] = []
-    for _name, (proxy, rendered) in sorted(deployable.items()):
-        if proxy.mode == "signal":
-            actions += _signal(snapshot, prefix, proxy, rendered, served, owned_names)
+    for _name, target in sorted(deployable.items()):
+        if target.proxy.mode == "signal":
+            actions += _signal(snapshot, prefix, target, served, owned_names)
         else:
-            actions += _rolling(snapshot, prefix, proxy, rendered, existing)
+            actions += _rolling(snapshot, prefix, target, existing)
     protect = {a.name for a in actions if isinstance(a, CreateConfig)}
     return actions + _garbage(snapshot, prefix, keep_configs, protect)

@@ -29,11 +29,13 @@ log = logging.getLogger(__name__)
 def render_options(settings: Settings) -> RenderOptions:
     return RenderOptions(
         http_port=settings.proxy_http_port,
+        https_port=settings.proxy_https_port,
         max_connections=settings.max_connections,
         connect_timeout=settings.proxy_connect_timeout,
         read_timeout=settings.proxy_read_timeout,
         client_keepalive=settings.nginx_client_keepalive,
         template_dir=settings.template_dir,
+        status_port=settings.proxy_status_port,
     )
 
 
@@ -94,9 +96,8 @@ class Reconciler:
             name = one.proxy.name
             if name not in rendered:
                 continue
-            current = planning.is_current(
-                snapshot, self.settings.label_prefix, one.proxy, rendered[name], served
-            )
+            target = planning.Deployable(one.proxy, rendered[name], planning.secret_mounts(one))
+            current = planning.is_current(snapshot, self.settings.label_prefix, target, served)
             verdict = None
             # Signal mode checks in the proxy's own container before swapping the file in.
             if self.checker and (check_all or (not current and one.proxy.mode == "rolling")):
@@ -104,7 +105,7 @@ class Reconciler:
             if verdict and not verdict.ok:
                 refused[name] = f"{one.proxy.spec.kind} refused the config: {verdict.output}"
                 continue
-            deployable[name] = (one.proxy, rendered[name])
+            deployable[name] = target
         return deployable
 
     def run_pass(self, dry_run: bool = False, check_all: bool = False) -> PassResult:

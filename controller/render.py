@@ -34,11 +34,14 @@ class RenderOptions:
     """Settings that shape every rendered configuration (from ``Settings``)."""
 
     http_port: int = 80
+    https_port: int = 443
+    secrets_dir: str = "/run/secrets"  # where Docker mounts secrets (tests point it elsewhere)
     max_connections: int = 4096
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     client_keepalive: float = 0.0
     template_dir: str = ""  # "" uses the built-in templates
+    status_port: int = 8404  # the proxies' unpublished status listener; 0 renders none
 
     @property
     def connect_timeout_ms(self) -> int:
@@ -129,6 +132,8 @@ def render(desired: DesiredProxy, options: RenderOptions) -> Rendered:
         routes=sorted(desired.routes, key=_haproxy_order),
         hosts=[(host, list(group)) for host, group in groupby(desired.routes, lambda r: r.host)],
         upstream=upstream,
+        host_tls={tls.host: tls for tls in desired.tls},
+        certificates=desired.certificates,
         nginx_balance=NGINX_BALANCE,
     )
     return Rendered(text, digest(text))

@@ -6,10 +6,11 @@ a controller that starts with a half-understood configuration is worse than one 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LABEL_PREFIX_PATTERN = re.compile(
@@ -33,6 +34,7 @@ class Settings(BaseSettings):
     check_configs: bool = Field(True, description="check configs with the proxy's binary")
     check_timeout: float = Field(30.0, gt=0, description="seconds a config check may take")
     proxy_http_port: int = Field(80, ge=1, le=65535, description="port the proxies listen on")
+    proxy_https_port: int = Field(443, ge=1, le=65535, description="TLS port of the proxies")
     proxy_connect_timeout: float = Field(5.0, gt=0, le=600, description="seconds, to backends")
     proxy_read_timeout: float = Field(60.0, gt=0, le=86400, description="seconds, to backends")
     nginx_client_keepalive: float = Field(
@@ -47,6 +49,71 @@ class Settings(BaseSettings):
         "", description="folder with your own nginx.conf.j2 / haproxy.cfg.j2 (default: built-in)"
     )
     metrics_port: int = Field(9100, ge=0, le=65535, description="0 disables the HTTP endpoint")
+    metrics_address: str = Field("0.0.0.0", description="address the metrics endpoint binds to")
+    health_max_age: float = Field(
+        0.0,
+        ge=0,
+        le=86400,
+        description="seconds since the last successful pass before /healthz says 503; "
+        "0 (default) = 3 x poll interval + 10",
+    )
+    proxy_status_port: int = Field(
+        8404,
+        ge=0,
+        le=65535,
+        description="unpublished port of the proxies' status listener (nginx stub_status, "
+        "HAProxy stats); 0 renders none",
+    )
+    scrape_interval: float = Field(
+        15.0, ge=0, le=3600, description="seconds between scrapes of the proxies; 0 disables"
+    )
+    scrape_timeout: float = Field(2.0, gt=0, le=60, description="seconds per proxy scrape")
+    beacon_interval: float = Field(
+        15.0, ge=0, le=3600, description="seconds between container stats rounds; 0 disables"
+    )
+    beacon_image_pattern: str = Field(
+        "", description="regex on the image of proxy and routed task containers ('' = all)"
+    )
+    beacon_label: str = Field(
+        "", description="label KEY or KEY=VALUE a container or its service must carry ('' = any)"
+    )
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _is_address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("must be an IP address such as 0.0.0.0 or 127.0.0.1") from None
+        return value
+
+    @field_validator("proxy_status_port")
+    @classmethod
+    def _status_port_is_free(cls, value: int, info: ValidationInfo) -> int:
+        if value and value == info.data.get("proxy_http_port"):
+            raise ValueError("must differ from INTERLOCK_PROXY_HTTP_PORT")
+        return value
+
+    @field_validator("beacon_image_pattern")
+    @classmethod
+    def _is_regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"not a regular expression: {error}") from None
+        return value
+
+    @field_validator("beacon_label")
+    @classmethod
+    def _is_label_rule(cls, value: str) -> str:
+        key = value.split("=", 1)[0]
+        if value and (not key or any(c.isspace() for c in value)):
+            raise ValueError("must be a label KEY or KEY=VALUE without spaces")
+        return value
+
+    @property
+    def health_max_age_seconds(self) -> float:
+        return self.health_max_age or 3 * self.poll_interval + 10
 
     @field_validator("label_prefix")
     @classmethod

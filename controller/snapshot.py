@@ -24,6 +24,15 @@ class ConfigRef:
 
 
 @dataclass(frozen=True)
+class SecretRef:
+    """A Docker secret mounted into a service's containers as /run/secrets/``path``."""
+
+    secret_id: str
+    secret_name: str
+    path: str
+
+
+@dataclass(frozen=True)
 class Service:
     """A Swarm service: what routing needs from its spec, and the spec itself for updates."""
 
@@ -37,6 +46,7 @@ class Service:
     target_ports: tuple[int, ...]
     config_refs: tuple[ConfigRef, ...]
     spec: Mapping[str, Any] = field(repr=False, compare=False, hash=False)
+    secret_refs: tuple[SecretRef, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,14 @@ class Config:
 
 
 @dataclass(frozen=True)
+class Secret:
+    """A Docker secret's name: the Engine API never returns a secret's data, nor do we want it."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
 class Container:
     """A container on the controller's own engine (proxy containers for signal mode)."""
 
@@ -91,6 +109,7 @@ class Container:
     state: str
     network_ids: tuple[str, ...]
     service_id: str  # "" for a plain `docker run` container
+    addresses: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -102,6 +121,7 @@ class Snapshot:
     networks: tuple[Network, ...]
     configs: tuple[Config, ...]
     containers: tuple[Container, ...] = ()
+    secrets: tuple[Secret, ...] = ()
 
     def tasks_of(self, service_id: str) -> list[Task]:
         return [task for task in self.tasks if task.service_id == service_id]
@@ -126,6 +146,15 @@ def _config_refs(container_spec: Mapping[str, Any]) -> tuple[ConfigRef, ...]:
     return tuple(refs)
 
 
+def _secret_refs(container_spec: Mapping[str, Any]) -> tuple[SecretRef, ...]:
+    refs = []
+    for ref in container_spec.get("Secrets") or []:
+        target = (ref.get("File") or {}).get("Name")
+        if target:
+            refs.append(SecretRef(ref.get("SecretID", ""), ref.get("SecretName", ""), target))
+    return tuple(refs)
+
+
 def service_from_api(raw: Mapping[str, Any]) -> Service:
     spec = raw.get("Spec", {})
     container_spec = spec.get("TaskTemplate", {}).get("ContainerSpec", {})
@@ -141,6 +170,7 @@ def service_from_api(raw: Mapping[str, Any]) -> Service:
         target_ports=tuple(sorted({int(p["TargetPort"]) for p in ports if p.get("TargetPort")})),
         config_refs=_config_refs(container_spec),
         spec=spec,
+        secret_refs=_secret_refs(container_spec),
     )
 
 
@@ -200,6 +230,11 @@ def container_from_api(raw: Mapping[str, Any]) -> Container:
         state=str(raw.get("State", "")),
         network_ids=tuple(sorted(n["NetworkID"] for n in networks.values() if n.get("NetworkID"))),
         service_id=labels.get("com.docker.swarm.service.id", ""),
+        addresses={
+            n["NetworkID"]: n["IPAddress"]
+            for n in networks.values()
+            if n.get("NetworkID") and n.get("IPAddress")
+        },
     )
 
 
@@ -209,6 +244,7 @@ def snapshot_from_api(
     networks: Iterable[Mapping[str, Any]],
     configs: Iterable[Mapping[str, Any]],
     containers: Iterable[Mapping[str, Any]] = (),
+    secrets: Iterable[Mapping[str, Any]] = (),
 ) -> Snapshot:
     """Build a snapshot from the Engine API's list answers, sorted so passes are deterministic."""
     return Snapshot(
@@ -217,4 +253,10 @@ def snapshot_from_api(
         networks=tuple(sorted((network_from_api(n) for n in networks), key=lambda n: n.name)),
         configs=tuple(sorted((config_from_api(c) for c in configs), key=lambda c: c.name)),
         containers=tuple(sorted((container_from_api(c) for c in containers), key=lambda c: c.id)),
+        secrets=tuple(
+            sorted(
+                (Secret(s["ID"], s.get("Spec", {}).get("Name", "")) for s in secrets),
+                key=lambda s: s.name,
+            )
+        ),
     )

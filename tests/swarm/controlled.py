@@ -36,6 +36,7 @@ class Routed:
     docker_host: str
     proxy: Service | None = None
     port: int = 0
+    tls_port: int = 0  # published port of the proxy's 443, when asked for
 
     @property
     def prefix(self) -> str:
@@ -44,12 +45,19 @@ class Routed:
     def label(self, suffix: str) -> str:
         return f"{self.prefix}.{suffix}"
 
-    def proxy_service(self, kind: str, mode: str = "rolling", **labels: str) -> Service:
-        """A proxy service of the bed's image for ``kind``, published on 127.0.0.1:self.port."""
+    def proxy_service(
+        self, kind: str, mode: str = "rolling", tls: bool = False, **labels: str
+    ) -> Service:
+        """A proxy service of the bed's image for ``kind``, published on 127.0.0.1:self.port
+        (and its port 443 on 127.0.0.1:self.tls_port with ``tls``)."""
         image = self.swarm.images.nginx if kind == "nginx" else self.swarm.images.haproxy
         self.port = free_port()
         ports = [{"Protocol": "tcp", "PublishedPort": self.port, "TargetPort": 80,
                   "PublishMode": "host"}]  # fmt: skip
+        if tls:
+            self.tls_port = free_port()
+            ports.append({"Protocol": "tcp", "PublishedPort": self.tls_port, "TargetPort": 443,
+                          "PublishMode": "host"})  # fmt: skip
         all_labels = {self.label("ext.name"): kind, self.label("ext.mode"): mode}
         all_labels.update({self.label(k.replace("__", ".")): v for k, v in labels.items()})
         self.proxy = self.swarm.service(
@@ -149,7 +157,15 @@ def run_cli(docker_host: str, prefix: str, *args: str, **env: str) -> subprocess
 class ControllerProcess:
     """`interlock run` as a real process for one test; its logs go to a file shown on failure."""
 
-    def __init__(self, docker_host: str, prefix: str, log_path: str, **env: str) -> None:
+    def __init__(
+        self,
+        docker_host: str,
+        prefix: str,
+        log_path: str,
+        argv: tuple[str, ...] = ("-m", "controller.cli", "run"),
+        **env: str,
+    ) -> None:
+        self.argv = argv  # after the Python interpreter; bench runs its baseline controllers so
         self.environment = {
             **os.environ,
             "DOCKER_HOST": docker_host,
@@ -163,7 +179,7 @@ class ControllerProcess:
     def __enter__(self) -> ControllerProcess:
         self.log = open(self.log_path, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", "run"],
+            [sys.executable, *self.argv],
             env=self.environment,
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -110,14 +110,17 @@ def test_rewrite_must_be_a_boolean():
 
 def test_raw_backend_options_and_unknown_labels_are_ignored_and_reported():
     labels = app(
-        hostname="a.example.com", backend_option__1="http-request deny", ssl="true", colour="blue"
+        hostname="a.example.com",
+        backend_option__1="http-request deny",
+        websocket_endpoint="/ws",
+        colour="blue",
     )
     spec, problems = parse_app("web", labels, P)
     assert spec is not None
     assert {p.label: p.rejected for p in problems} == {
         f"{P}.backend_option.1": False,
         f"{P}.colour": False,
-        f"{P}.ssl": False,
+        f"{P}.websocket_endpoint": False,
     }
 
 
@@ -156,3 +159,22 @@ def test_proxy_labels():
 def test_bad_proxy_labels_reject_the_proxy(labels):
     spec, problems = parse_proxy("lb", labels, P)
     assert spec is None and problems and "lb" in str(problems[0])
+
+
+def test_tls_needs_both_secrets_and_names_them():
+    spec, problems = parse_app(
+        "web",
+        app(hostname="a.example.com", ssl_cert="web-crt", ssl_cert_key="web-key", ssl_only="true"),
+        P,
+    )
+    assert problems == []
+    assert (spec.tls.cert_secret, spec.tls.key_secret, spec.tls.only) == (
+        "web-crt",
+        "web-key",
+        True,
+    )
+    for half in (app(hostname="a.b", ssl_cert="c"), app(hostname="a.b", ssl_only="true")):
+        spec, problems = parse_app("web", half, P)
+        assert spec is None and any(p.label == f"{P}.ssl_cert_key" for p in problems)
+    spec, problems = parse_app("web", app(hostname="a.b", ssl_cert="x;", ssl_cert_key="k"), P)
+    assert spec is None and problems[0].label == f"{P}.ssl_cert"

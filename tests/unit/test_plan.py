@@ -20,7 +20,16 @@ def proxy_service(configs=(), labels=None):
 
 def deployable(snapshot):
     desired = desired_state(snapshot, P)
-    return {d.proxy.name: (d.proxy, render(d, RenderOptions())) for d in desired.proxies}
+    return {
+        d.proxy.name: planning.Deployable(
+            d.proxy, render(d, RenderOptions()), planning.secret_mounts(d)
+        )
+        for d in desired.proxies
+    }
+
+
+def _pr(target):
+    return target.proxy, target.rendered
 
 
 def make(services, configs=(), containers=()):
@@ -40,7 +49,7 @@ def test_a_fresh_proxy_gets_a_config_created_and_mounted():
 
 def converged_snapshot(extra_configs=()):
     first = make([proxy_service(), APP])
-    name = planning.config_name(P, *deployable(first)["proxy"])
+    name = planning.config_name(P, *_pr(deployable(first)["proxy"]))
     proxy = proxy_service([b.config_ref("cfg1", name, PATH)])
     configs = [b.config("cfg1", name, OWNED, "2026-01-01T00:00:00Z"), *extra_configs]
     return make([proxy, APP], configs), name
@@ -53,7 +62,7 @@ def test_a_converged_swarm_plans_nothing():
 
 def test_a_killed_pass_that_created_the_config_resumes_with_the_update_only():
     snapshot = make([proxy_service(), APP])
-    name = planning.config_name(P, *deployable(snapshot)["proxy"])
+    name = planning.config_name(P, *_pr(deployable(snapshot)["proxy"]))
     after_kill = make(
         [proxy_service(), APP], [b.config("cfgN", name, OWNED, "2026-01-02T00:00:00Z")]
     )
@@ -88,11 +97,11 @@ def test_unused_owned_configs_beyond_the_newest_few_are_removed():
     ]
 
 
-def test_with_config_replaces_only_the_mount_at_the_path_and_sets_an_update_config():
+def test_with_mounts_replaces_only_the_mount_at_the_path_and_sets_an_update_config():
     spec = proxy_service(
         [b.config_ref("x", "other", "/etc/other"), b.config_ref("y", "old", PATH)]
     )["Spec"]
-    new = planning.with_config(spec, PATH, "z", "new")
+    new = planning.with_mounts(spec, PATH, ("z", "new"))
     refs = {
         r["File"]["Name"]: r["ConfigName"] for r in new["TaskTemplate"]["ContainerSpec"]["Configs"]
     }
@@ -109,7 +118,7 @@ def test_signal_mode_pushes_only_to_containers_serving_another_digest():
     ]
     snapshot = make([proxy_service(labels=labels), APP], containers=containers)
     ready = deployable(snapshot)
-    digest = ready["proxy"][1].digest
+    digest = ready["proxy"].rendered.digest
     served = {"c1": digest, "c2": "stale", "c3": ""}
     actions = planning.plan(snapshot, P, ready, served, keep_configs=3)
     assert [(type(a), a.container_id) for a in actions] == [(PushConfig, "c2"), (PushConfig, "c3")]
@@ -119,5 +128,39 @@ def test_signal_mode_pushes_only_to_containers_serving_another_digest():
 def test_config_names_fit_dockers_limit():
     long = b.service("p1", "p" * 63, {f"{P}.ext.name": "nginx"})
     snapshot = make([long, APP])
-    proxy, rendered = deployable(snapshot)["p" * 63]
+    proxy, rendered = _pr(deployable(snapshot)["p" * 63])
     assert len(planning.config_name(P, proxy, rendered)) == 64
+
+
+def test_tls_certificates_are_mounted_with_the_config_and_count_for_convergence():
+    labels = {
+        f"{P}.hostname": "s.example.com",
+        f"{P}.port": "80",
+        f"{P}.ssl_cert": "crt",
+        f"{P}.ssl_cert_key": "key",
+    }
+    secrets = [{"ID": "s1", "Spec": {"Name": "crt"}}, {"ID": "s2", "Spec": {"Name": "key"}}]
+    app = b.service("a1", "secure", labels)
+    snapshot = snapshot_from_api(
+        [proxy_service(), app], TASKS, [b.network("net1")], [], [], secrets
+    )
+    ready = deployable(snapshot)
+    (file,) = {f for f, _ in ready["proxy"].secrets if not f.endswith(".key")}
+    assert ready["proxy"].secrets == ((file, "crt"), (f"{file}.key", "key"))
+    _, update = planning.plan(snapshot, P, ready, {}, keep_configs=3)
+    assert update.secrets == ready["proxy"].secrets
+
+    name = planning.config_name(P, *_pr(ready["proxy"]))
+    refs = {
+        "Secrets": [
+            {"File": {"Name": f}, "SecretID": "x", "SecretName": n}
+            for f, n in ready["proxy"].secrets
+        ]
+    }
+    mounted = b.service(
+        "p1", "proxy", {f"{P}.ext.name": "nginx"}, configs=[b.config_ref("cfg1", name, PATH)]
+    )
+    mounted["Spec"]["TaskTemplate"]["ContainerSpec"].update(refs)
+    configs = [b.config("cfg1", name, OWNED, "2026-01-01T00:00:00Z")]
+    done = snapshot_from_api([mounted, app], TASKS, [b.network("net1")], configs, [], secrets)
+    assert planning.plan(done, P, deployable(done), {}, keep_configs=3) == []

@@ -143,3 +143,57 @@ def test_backends_without_targets_render_for_both_proxies(tmp_path):
         )
         result = real_check(desired.proxy.spec.kind, render(empty, OPTIONS).text, tmp_path)
         assert result.returncode == 0, (name, result.stderr)
+
+
+def tls_scenario(secrets=("web-crt", "web-key")):
+    labels = {
+        f"{P}.hostname": "secure.example.com",
+        f"{P}.port": "8080",
+        f"{P}.ssl_cert": "web-crt",
+        f"{P}.ssl_cert_key": "web-key",
+        f"{P}.ssl_only": "true",
+    }
+    services = [
+        b.service("p1", "ngx", {f"{P}.ext.name": "nginx"}),
+        b.service("p2", "hap", {f"{P}.ext.name": "haproxy"}),
+        b.service("a1", "secure", labels),
+        b.service("a2", "plain", {f"{P}.hostname": "plain.example.com", f"{P}.port": "8080"}),
+    ]
+    tasks = [b.task("t1", "a1", "10.0.0.2"), b.task("t2", "a2", "10.0.0.3")]
+    raw_secrets = [{"ID": f"s-{n}", "Spec": {"Name": n}} for n in secrets]
+    snapshot = snapshot_from_api(services, tasks, [b.network("net1")], [], [], raw_secrets)
+    return desired_state(snapshot, P)
+
+
+@pytest.mark.parametrize("proxy", ["ngx", "hap"])
+def test_tls_configs_pass_the_real_binary_with_the_certificate_files(proxy, tmp_path):
+    from controller import checkcert
+
+    desired = {d.proxy.name: d for d in tls_scenario().proxies}[proxy]
+    (cert,) = desired.certificates
+    (tmp_path / cert.file).write_text(checkcert.CERT)
+    (tmp_path / f"{cert.file}.key").write_text(checkcert.KEY)
+    text = render(desired, replace(OPTIONS, secrets_dir=str(tmp_path))).text
+    assert f"{tmp_path}/{cert.file}" in text
+    result = real_check(desired.proxy.spec.kind, text, tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_tls_redirects_only_its_own_host_and_nginx_refuses_unknown_sni():
+    desired = {d.proxy.name: d for d in tls_scenario().proxies}
+    nginx, haproxy = render(desired["ngx"], OPTIONS).text, render(desired["hap"], OPTIONS).text
+    assert "server_name secure.example.com;\n        return 301 https://$host$request_uri;" in nginx
+    assert "ssl_reject_handshake on;" in nginx
+    plain_block = nginx.split("server_name plain.example.com;")[1].split("    server {")[0]
+    assert "return 301" not in plain_block and "ssl" not in plain_block
+    assert (
+        "redirect scheme https code 301 if { var(txn.host) -m str secure.example.com }" in haproxy
+    )
+    assert "plain.example.com } !{ ssl_fc }" not in haproxy
+
+
+def test_tls_with_a_missing_secret_rejects_the_service_instead_of_serving_plain_http():
+    desired = tls_scenario(secrets=("web-crt",))
+    routes = {r.host for d in desired.proxies for r in d.routes}
+    assert routes == {"plain.example.com"}
+    assert {(p.service, p.label) for p in desired.problems} == {("secure", f"{P}.ssl_cert_key")}

@@ -1,0 +1,58 @@
+"""A throw-away, self-signed certificate and key for configuration checks only.
+
+A check container of the proxy's image cannot mount the real Docker secrets (and the controller
+never reads secret data), so ``nginx -t`` / ``haproxy -c`` are given this pair at the paths where
+the real ones will be. It proves the configuration's syntax, never serves traffic, and is public
+on purpose: it is in this repository. CN=interlock-check.invalid.
+"""
+
+CERT = """-----BEGIN CERTIFICATE-----
+MIIDJzCCAg+gAwIBAgIUEcO1dkuLQagz0D0gXn3uz6/oUbMwDQYJKoZIhvcNAQEL
+BQAwIjEgMB4GA1UEAwwXaW50ZXJsb2NrLWNoZWNrLmludmFsaWQwIBcNMjYxMTI0
+MjI0MTM5WhgPMjEyNjEwMzEyMjQxMzlaMCIxIDAeBgNVBAMMF2ludGVybG9jay1j
+aGVjay5pbnZhbGlkMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAzUG6
+yjV6NMOVwowcu2BNZfvlaeKn+A3w5fVtPDQuHzFiJRpDsCScK31T0l+uzl9mq8ff
+uAxMSgGKKWD3p3ZA2SqlHo8ndJKGPaWGyl8XqVLBmv0nSKcKjtiIXh5UbD7GrxSz
+6yozR8+CArSBggyylzGCVbY+7mHgTi8uLAeOW5gVCwZ3TqJIN73zh39Amd0tqNCu
+cxPgQcz0N6evGZ1jVYT+8E6imPQqrws+TruLMCnKtZdcYNYlswmlDVw00yZ+gjTP
+1+3SImKY4P4vsLXCFnho60mzLFjjIlXgX4KYnvulTsYBF0hH62Dvm2YEXrRW6+HH
++OyR5w9BAP8+IOVhnQIDAQABo1MwUTAdBgNVHQ4EFgQUoRFY0W5kSMQkRlKLKnsC
+Hw5WPVYwHwYDVR0jBBgwFoAUoRFY0W5kSMQkRlKLKnsCHw5WPVYwDwYDVR0TAQH/
+BAUwAwEB/zANBgkqhkiG9w0BAQsFAAOCAQEAUejPZLPEjkSt55DRpv2vKA2e0JHV
+MxM+69TBRXAzjRVrbbPFNnVk0E3epNFawNFGOY2Nog1q5kldgnP9744OGnmy38eL
+tEDj9XDHM0awKGlIUGfuvHKB4LidZUFe74hBDUcUTAsE+TbfIZXkdixq2op3TkeB
+DoJV7SNbbeOgUYNUC4bAyr90O9NfAweScllveoqI0LqctqF5k7QOEW/C97GysGNu
+HLYauiXlOyojFZLMf51p2FbVVTs00rnyA4lJY6EPX4L/zhZ3iQBrynLdsoy2Pkn6
+TBdImHK9nkHpzDVXGk59LLg9BLzTqnwaoNBak9zifkZx0agkc86X+P7gfA==
+-----END CERTIFICATE-----
+"""
+
+KEY = """-----BEGIN PRIVATE KEY-----
+MIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQDNQbrKNXo0w5XC
+jBy7YE1l++Vp4qf4DfDl9W08NC4fMWIlGkOwJJwrfVPSX67OX2arx9+4DExKAYop
+YPendkDZKqUejyd0koY9pYbKXxepUsGa/SdIpwqO2IheHlRsPsavFLPrKjNHz4IC
+tIGCDLKXMYJVtj7uYeBOLy4sB45bmBULBndOokg3vfOHf0CZ3S2o0K5zE+BBzPQ3
+p68ZnWNVhP7wTqKY9CqvCz5Ou4swKcq1l1xg1iWzCaUNXDTTJn6CNM/X7dIiYpjg
+/i+wtcIWeGjrSbMsWOMiVeBfgpie+6VOxgEXSEfrYO+bZgRetFbr4cf47JHnD0EA
+/z4g5WGdAgMBAAECggEADRS7+MMWZLfKRY8fDaSs32usSpE9Wduu7JjgO06qryY7
+NljJfjehvvZ1GcUrTiUFABGe5QszmXZ7qE4bumUY65OCLm5lJKgUkhKIgpaI2tZW
+rFqnNEQhB3WD9gDs1HEzwa4KFq9RJqnHhAXznabS2DvkLd44KIJoWdM77WZrNim1
+IwKT+KftD4oH7F9j6uOSNe8QfiBD/iyn+15tJ8Lhs59KlDF9M6QlytArxOrwVz2s
+CnTOkgIgFYyfzSnyo8B2ut65YpJo5w4xZ4pY+T6OUTNMTmVVSpJqXIMX6kVirmeY
+thIvWYtbJdYEegTJFnOyFodeZ4Yzgoo4hWPNzNnZaQKBgQDzas8v7KKk1AEKO7aS
+iTtE7ipEVP+LYlp2UNDgin1ApLAlz5qkFq7tj64BYKFm59abas8ozv+dgHXfryTH
+LbcCTxZ5qwzIeBGz4HQNkwN4KXuZDXFOgdHGXDQY8AwMxJRBcwJ+/SF2OkXtP++y
+LXCUWJj8D+iy4DgSIAL7ycuwjwKBgQDX3e9XsVvXEmWKY8/all0xk023zgZ42GET
+Na12nNpV3CAFk4Vd7xW1z4WyTPCr5Gqu+lBU0nrVCbZ2MMsdiM4sb+nlJ0slxS1G
+jk4I42pRIeLvjafJZYerCgl7GnjmFtJWzZIPVmurfpxG9lVRi2Yh+WQI/CRqZvbe
+KNdzienJEwKBgQDh+5gsKul4UuZARN2jv0nKHb4ZwDuagI3xZ+fzfj74Q6zQ/aLY
+kcKHBCwMVVSiv7vKf+ehQEOpSnikWOqxC6zqtNftzrJIbsgokcnMTF8dMI3xsrwt
+oXJKUJGBUWIufFYTSR3ZHVHye/ktYH08ktkAsBwfbvmfD3Ceyx9Z+Kdk2wKBgQCQ
+/L2vFq7qy65rvxJybJ/3lkqS88whCqRY9Kqnij6TgJ/5XtYq+1SHovTXhxn3Ohn1
+oKan8h8SS83DoI4sLiDcc+aTRUsR+VeplhcPnT9hcvMrludlO85dsQYhKuydDiME
+rlo19wOmUgnBF97CQHC+zPTFnCURWkrheGkNb0oZBQKBgGWEpZby1a78BNdE5sZz
+diAvRf3mOiXreKJdVhgjx5ln85mnCLI19/KLSWt01uSZb4H8ihqUIpHXQIpHTtCv
+jaVh31PEFXXnxpeSPdJKtSQfrU7//NruVLXoP3EgSQEboS3muCKe8gTlqxKv3fLf
+dwq80hHZ+l1DGILPSiPaU+Wj
+-----END PRIVATE KEY-----
+"""
