@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from docker.models.services import Service
-from docker.types import EndpointSpec
+from docker.types import EndpointSpec, UpdateConfig
 
 from controller.app import Controller
 from controller.reconcile import PassResult
@@ -70,6 +70,20 @@ class Routed:
         self.swarm.wait_running(self.proxy)
         return self.proxy
 
+    def proxy_container(self, kind: str) -> int:
+        """A plain `docker run` proxy of the bed's image for ``kind`` (always signal mode),
+        published on 127.0.0.1:self.port; returns the port."""
+        image = self.swarm.images.nginx if kind == "nginx" else self.swarm.images.haproxy
+        self.port = free_port()
+        self.swarm.container(
+            f"{kind}-edge",
+            image,
+            labels={self.label("ext.name"): kind},
+            network=self.network.name,
+            ports={"80/tcp": ("127.0.0.1", self.port)},
+        )
+        return self.port
+
     def app(self, suffix: str, replicas: int = 1, **labels: str) -> Service:
         """A backend service routed by ``labels`` (keys without the prefix, '.' as '__')."""
         service = self.swarm.service(
@@ -83,6 +97,30 @@ class Routed:
         if replicas:
             self.swarm.wait_running(service)
         return service
+
+    def versioned_app(self, suffix: str, host: str, replicas: int = 3) -> Service:
+        """A backend answering ``version=1`` that updates one task at a time, stop-first, 1 s
+        apart, with a 10 s stop grace period: what the rolling-update load scenarios update."""
+        service = self.swarm.service(
+            suffix,
+            self.swarm.images.backend,
+            networks=[self.network.name],
+            labels={self.label("hostname"): host, self.label("port"): str(APP_PORT)},
+            env=version_env(1),
+            mode={"Replicated": {"Replicas": replicas}},
+            update_config=UpdateConfig(parallelism=1, delay=1_000_000_000, order="stop-first"),
+            stop_grace_period=10_000_000_000,
+        )
+        self.swarm.wait_running(service)
+        return service
+
+    def set_version(self, service: Service, version: int) -> None:
+        """Roll ``service`` (from ``versioned_app``) to answer ``version=<version>``."""
+
+        def mutate(spec: dict) -> None:
+            spec["TaskTemplate"]["ContainerSpec"]["Env"] = version_env(version)
+
+        self.swarm.update_service(service, mutate)
 
     def scale(self, service: Service, replicas: int) -> None:
         """Change only the replica count, as `docker service scale` does.
@@ -127,6 +165,10 @@ class Routed:
             assert status == 200, body
             seen[body.split()[0]] += 1
         return seen
+
+
+def version_env(version: int) -> list[str]:
+    return ["TASK_NAME={{.Task.Name}}", f"VERSION={version}"]
 
 
 def routed(swarm: SwarmTest, docker_host: str, **settings: Any) -> Routed:

@@ -11,11 +11,11 @@ import json
 import time
 
 import pytest
-from docker.types import EndpointSpec, UpdateConfig
+from docker.types import EndpointSpec
 
 from controller.inplace import CheckFailed, SignalPusher
 from controller.plan import PushConfig
-from tests.bed.probes import free_port, http_get, wait_until
+from tests.bed.probes import http_get, wait_until
 from tests.swarm.controlled import routed, run_cli
 from tests.swarm.load import Load, report
 
@@ -69,29 +69,12 @@ def test_twenty_route_changes_under_load_lose_nothing(kind, swarm, bed, tmp_path
 def test_rolling_update_of_the_backend_under_load_loses_nothing(kind, swarm, bed, tmp_path):
     lab = routed(swarm, bed.docker_host)
     lab.proxy_service(kind, mode="signal")
-    app = swarm.service(
-        "app",
-        swarm.images.backend,
-        networks=[lab.network.name],
-        labels={lab.label("hostname"): HOST, lab.label("port"): "8080"},
-        env=["TASK_NAME={{.Task.Name}}", "VERSION=1"],
-        mode={"Replicated": {"Replicas": 3}},
-        update_config=UpdateConfig(parallelism=1, delay=1_000_000_000, order="stop-first"),
-        stop_grace_period=10_000_000_000,
-    )
-    swarm.wait_running(app)
+    app = lab.versioned_app("app", HOST)
     with start(lab, tmp_path):
         swarm.wait_http(lab.port, HOST, contains="version=1", timeout=30)
         with Load(lab.port, HOST, seconds=30) as load:
             time.sleep(2)
-
-            def version_2(spec):
-                spec["TaskTemplate"]["ContainerSpec"]["Env"] = [
-                    "TASK_NAME={{.Task.Name}}",
-                    "VERSION=2",
-                ]
-
-            swarm.update_service(app, version_2)
+            lab.set_version(app, 2)
             swarm.wait_updated(app, timeout=60)
             wait_until(
                 lambda: all("version=2" in http_get(lab.port, HOST)[1] for _ in range(6)),
@@ -150,15 +133,7 @@ def test_a_new_proxy_task_serves_the_current_routes_within_a_pass(kind, swarm, b
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_plain_docker_run_proxy_is_kept_in_sync(kind, swarm, bed, tmp_path):
     lab = routed(swarm, bed.docker_host)
-    image = swarm.images.nginx if kind == "nginx" else swarm.images.haproxy
-    port = free_port()
-    swarm.container(
-        f"{kind}-edge",
-        image,
-        labels={lab.label("ext.name"): kind},
-        network=lab.network.name,
-        ports={"80/tcp": ("127.0.0.1", port)},
-    )
+    port = lab.proxy_container(kind)
     app = lab.app("app", hostname=HOST, port="8080")
     with start(lab, tmp_path):
         swarm.wait_http(port, HOST, contains="-app.1.", timeout=30)

@@ -1,0 +1,18 @@
+"""Benchmarks of the controller: ``python -m bench [--quick] [--only PARTS] [--out DIR]``.
+
+Parts: ``latency`` (convergence on the real Swarm), ``load`` (failed requests under load, beside
+two baselines), ``scale`` (one pass over synthetic Swarms of 100 to 5,000 services, and Docker API
+calls per pass on the real Swarm), ``naive`` (our pass against one that reloads on every event).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+_STARTED = time.monotonic()
+
+
+def progress(message: str) -> None:
+    """One progress line on stderr, with the seconds since the benchmark started."""
+    print(f"[bench {time.monotonic() - _STARTED:7.1f}s] {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,230 @@
+"""The machine the benchmark ran on, and its results as Markdown tables."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from typing import Any
+
+
+def _first_line(command: list[str]) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "?"
+    return (done.stdout + done.stderr).strip().splitlines()[0] if done.returncode == 0 else "?"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def _memory_gib() -> float:
+    with open("/proc/meminfo") as handle:
+        total_kib = next(int(line.split()[1]) for line in handle if line.startswith("MemTotal"))
+    return round(total_kib / 2**20, 1)
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cores": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "memory_gib": _memory_gib(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "nginx": _first_line(["nginx", "-v"]),
+        "haproxy": _first_line(["haproxy", "-v"]),
+        "load_average": os.getloadavg(),
+    }
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def _s(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.2f} s"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _machine_line(info: dict[str, Any]) -> str:
+    m = info["machine"]
+    return (
+        f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB memory, Linux {m['kernel']}, "
+        f"Python {m['python']}, Docker Engine {info.get('engine', '?')}; "
+        f"proxies: {m['nginx']}, {m['haproxy'].split(' - ')[0]} (Debian's, as in the bed's images)"
+    )
+
+
+def latency_md(part: dict[str, Any]) -> list[str]:
+    lines = [
+        "## 1. Convergence latency on the real Swarm",
+        "",
+        f"From the change (API call returned; for new tasks, Swarm's timestamp of the task "
+        f"reaching running) until the proxy answers accordingly, polled on 127.0.0.1 every "
+        f"{part['poll_interval_s'] * 1000:.0f} ms with a fresh connection. The controller is the "
+        "real `interlock run` process with default settings (1 s interval, woken by Swarm "
+        "events). `failed` = not seen within the timeout.",
+        "",
+    ]
+    rows, by_cell = [], {}
+    for cell in part["cells"]:
+        by_cell[(cell["kind"], cell["mode"])] = cell
+        for op, got in cell["summary"].items():
+            rows.append(
+                [cell["kind"], cell["mode"], op, got["n"], _s(got["p50_s"]), _s(got["p95_s"]),
+                 _s(got["max_s"]), got["failed"]]
+            )  # fmt: skip
+    lines += _table(["proxy", "mode", "change", "n", "p50", "p95", "max", "failed"], rows)
+    ratio_rows = []
+    for kind in ("nginx", "haproxy"):
+        signal, rolling = by_cell.get((kind, "signal")), by_cell.get((kind, "rolling"))
+        if not signal or not rolling:
+            continue
+        for op in signal["summary"]:
+            fast, slow = signal["summary"][op]["p50_s"], rolling["summary"][op]["p50_s"]
+            if fast and slow:
+                ratio_rows.append([kind, op, f"{slow / fast:.1f}x"])
+    if ratio_rows:
+        lines += ["Rolling mode against signal mode (p50 over p50):", ""]
+        lines += _table(["proxy", "change", "rolling / signal"], ratio_rows)
+    return lines
+
+
+def load_md(part: dict[str, Any]) -> list[str]:
+    plan = part["plan"]
+    lines = [
+        "## 2. Failed requests under load",
+        "",
+        f"wrk (2 threads, 4 keep-alive connections, no retries) through a plain `docker run` "
+        f"proxy container on 127.0.0.1. `rolling update`: a 3-replica backend updated one task "
+        f"at a time under {plan['rolling_seconds']} s of load; `route changes`: another "
+        f"service's hostname moved {plan['changes']} times, each seen through the proxy, under "
+        f"{plan['changes_seconds']} s of load. Controllers: `ours` = `interlock run` (signal "
+        "mode); `restart` = restart the proxy container on every change (the seed's HAProxy "
+        "way); `until-gone` = route to tasks until their state leaves running (polling peers' "
+        "way). `failed` = wrk's non-2xx + socket errors (connect, read, write, timeout); wrk "
+        "reconnects at once after an error, so while a proxy is down one lost request can count "
+        "as many errors. `reloads` = config pushes the controller made (restarts for `restart`).",
+        "",
+    ]
+    rows = []
+    for row in part["rows"]:
+        for scenario in ("rolling_update", "route_changes"):
+            got = row[scenario]
+            versus = got.get("failed_vs_ours", "")
+            if isinstance(versus, float):
+                versus = f"{versus:.1f}x"
+            rows.append(
+                [row["kind"], scenario.replace("_", " "), row["controller"],
+                 got.get("requests", "-"), got.get("failed", "-"), got.get("connect_errors", "-"),
+                 f"{got.get('read_errors', '-')}/{got.get('write_errors', '-')}/"
+                 f"{got.get('timeouts', '-')}", got.get("reloads", "-"), versus or "",
+                 got.get("error", "")]
+            )  # fmt: skip
+    header = ["proxy", "scenario", "controller", "requests", "failed", "connect errors",
+              "read/write/timeout", "reloads", "failed vs ours", "error"]  # fmt: skip
+    lines += _table(header, rows)
+    lines += ["`failed vs ours` is `N/0` where ours failed none.", ""]
+    return lines
+
+
+def scale_md(part: dict[str, Any]) -> list[str]:
+    lines = [
+        "## 3. One pass without an engine",
+        "",
+        "Synthetic Swarms (Engine API answers shaped as in tests/builders.py): N routed services "
+        "with 5-10 running tasks each, N/10 unrouted ones, two signal-mode proxies (nginx, "
+        "HAProxy), converged (the plan comes out empty). Time: median of the repeats; memory: "
+        "tracemalloc peak during the pass, beyond the snapshot it reads. `growth` = k in "
+        "time ∝ services^k from the previous size (1.0 = linear).",
+        "",
+    ]
+    rows = []
+    for row in part["synthetic"]:
+        exponent = row.get("total_s_exponent")
+        rows.append(
+            [row["services"], row["tasks"], f"{row['config_bytes'] / 2**20:.1f} MiB",
+             _ms(row["parse_s"]), _ms(row["desired_s"]), _ms(row["render_s"]),
+             f"{row['plan_s'] * 1000:.1f} ms", _ms(row["total_s"]),
+             f"{exponent:.2f}" if exponent is not None else "-",
+             f"{row['pass_peak_bytes'] / 2**20:.1f} MiB",
+             f"{row['snapshot_bytes'] / 2**20:.1f} MiB"]
+        )  # fmt: skip
+    header = ["services", "tasks", "configs (2 proxies)", "parse answers", "desired", "render",
+              "plan", "desired+render+plan", "growth k", "peak memory", "snapshot"]  # fmt: skip
+    lines += _table(header, rows)
+    lines += [
+        "Docker API calls of a pass that finds nothing to write, on the real Swarm (one "
+        "namespace, one signal-mode nginx proxy, routed services added; two have a running "
+        "task, the rest none):",
+        "",
+    ]
+    rows = [
+        [r["services"], ", ".join(str(c) for c in r["api_calls"]), _ms(r["pass_s"])]
+        for r in part["swarm"]
+    ]
+    lines += _table(["routed services", "API calls (3 passes)", "pass (median)"], rows)
+    return lines
+
+
+def naive_md(part: dict[str, Any]) -> list[str]:
+    mix = ", ".join(
+        f"{name.replace('_', ' ')} {w}%" for name, w in part["event_mix_percent"].items()
+    )
+    lines = [
+        "## 4. Our pass against a naive pass",
+        "",
+        "The same seeded sequence of events on the same synthetic Swarm, after each event: ours = "
+        "desired + render + plan (digest comparison), reloading only proxies whose config "
+        "changed; naive = desired + render, reloading every proxy on every event. Reloads are "
+        f"counted (2 proxies). Event mix: {mix}. Pass times are medians and include parsing "
+        "the answers.",
+        "",
+    ]
+    rows = [
+        [r["services"], r["events"], r["route_changing_events"], r["ours_reloads"],
+         r["naive_reloads"], f"{r['reloads_avoided']} ({r['avoided_share']:.0%})",
+         _ms(r["ours_pass_s"]), _ms(r["naive_pass_s"]), f"{r['pass_time_ratio']:.2f}x"]
+        for r in part["rows"]
+    ]  # fmt: skip
+    header = ["services", "events", "route-changing", "reloads ours", "reloads naive",
+              "reloads avoided", "pass ours", "pass naive", "ours / naive time"]  # fmt: skip
+    return lines + _table(header, rows)
+
+
+SECTIONS = {"latency": latency_md, "load": load_md, "scale": scale_md, "naive": naive_md}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "# interlock benchmark",
+        "",
+        f"- Run: {results['started']} → {results['finished']} "
+        f"({'quick' if results['quick'] else 'full'}; `{results['command']}`)",
+        f"- Machine: {_machine_line(results)}",
+        f"- Load average at start / end: {results['machine']['load_average']} / "
+        f"{results.get('load_average_end', '?')}",
+        f"- Other services on the test bed at start / end (other work sharing the machine): "
+        f"{results.get('other_services_start', '?')} / {results.get('other_services_end', '?')}",
+        "",
+    ]
+    for name, part in results["parts"].items():
+        if "error" in part:
+            lines += [f"## {name}", "", f"Failed: `{part['error']}`", ""]
+        else:
+            lines += SECTIONS[name](part)
+    return "\n".join(lines)

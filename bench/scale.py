@@ -1,0 +1,161 @@
+"""Part 3: the cost of one pass as the Swarm grows.
+
+Without an engine: synthetic Swarms (``bench.synthetic``) of 100, 1,000 and 5,000 routed services
+with 5 to 10 tasks each; time and peak memory (tracemalloc) of desired + render + plan, the three
+pure steps of a pass, on a converged Swarm (the plan comes out empty, as in a steady state).
+
+On the real Swarm: the Docker API calls of a pass that finds nothing to write, as routed services
+are added to one namespace (they must stay the same whatever the number of services).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+import time
+import tracemalloc
+from typing import Any
+
+from bench import progress
+from bench.lab import bed, namespace
+from bench.synthetic import PREFIX, SyntheticSwarm
+from controller.desired import desired_state
+from controller.plan import plan
+from controller.reconcile import render_all
+from controller.render import RenderOptions
+from controller.snapshot import Snapshot
+from tests.swarm.controlled import routed
+
+SIZES = (100, 1000, 5000)
+SWARM_SIZES = (1, 10, 100, 250)  # past 200 the observer lists tasks without a service filter
+QUICK_SWARM_SIZES = (1, 10, 40)
+
+
+def served_digests(snapshot: Snapshot, options: RenderOptions) -> dict[str, str]:
+    """What every proxy container serves once converged: the digest of its rendered config."""
+    desired = desired_state(snapshot, PREFIX)
+    rendered, _ = render_all(desired, options)
+    by_service = {d.proxy.service_id: rendered[d.proxy.name].digest for d in desired.proxies}
+    return {c.id: by_service[c.service_id] for c in snapshot.containers}
+
+
+def one_pass(snapshot: Snapshot, options: RenderOptions, served: dict[str, str]) -> dict[str, Any]:
+    """desired + render + plan, timed step by step (seconds)."""
+    started = time.perf_counter()
+    desired = desired_state(snapshot, PREFIX)
+    after_desired = time.perf_counter()
+    rendered, refused = render_all(desired, options)
+    after_render = time.perf_counter()
+    deployable = {d.proxy.name: (d.proxy, rendered[d.proxy.name]) for d in desired.proxies}
+    actions = plan(snapshot, PREFIX, deployable, served, keep_configs=3)
+    ended = time.perf_counter()
+    assert not refused, refused
+    return {
+        "desired_s": after_desired - started,
+        "render_s": after_render - after_desired,
+        "plan_s": ended - after_render,
+        "total_s": ended - started,
+        "actions": actions,
+        "config_bytes": sum(len(r.text) for r in rendered.values()),
+    }
+
+
+def peak_memory(snapshot: Snapshot, options: RenderOptions, served: dict[str, str]) -> int:
+    """Peak bytes allocated during one pass (tracemalloc), beyond what the snapshot holds."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()
+        one_pass(snapshot, options, served)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak - before
+
+
+def snapshot_memory(swarm: SyntheticSwarm) -> tuple[Snapshot, int, float]:
+    """The snapshot, the bytes it holds (tracemalloc) and the seconds parsing the answers took."""
+    started = time.perf_counter()
+    swarm.snapshot()
+    parse_s = time.perf_counter() - started
+    tracemalloc.start()
+    try:
+        snapshot = swarm.snapshot()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return snapshot, held, parse_s
+
+
+def growth(rows: list[dict[str, Any]], key: str) -> None:
+    """Per row, the ratio to the previous size and the exponent k in time ~ services^k."""
+    for previous, row in itertools.pairwise(rows):
+        ratio = row[key] / previous[key] if previous[key] else float("nan")
+        size_ratio = row["services"] / previous["services"]
+        row[f"{key}_ratio"] = ratio
+        row[f"{key}_exponent"] = math.log(ratio) / math.log(size_ratio) if ratio > 0 else None
+
+
+def synthetic(quick: bool) -> list[dict[str, Any]]:
+    options = RenderOptions()
+    repeats = 2 if quick else 5
+    rows = []
+    for size in SIZES:
+        swarm = SyntheticSwarm(size)
+        snapshot, held, parse_s = snapshot_memory(swarm)
+        served = served_digests(snapshot, options)
+        runs = [one_pass(snapshot, options, served) for _ in range(repeats)]
+        assert not runs[0]["actions"], "a converged synthetic Swarm should plan nothing"
+        row = {
+            "services": size,
+            "tasks": len(snapshot.tasks),
+            "proxies": 2,
+            "config_bytes": runs[0]["config_bytes"],
+            "parse_s": parse_s,
+            "snapshot_bytes": held,
+            "pass_peak_bytes": peak_memory(snapshot, options, served),
+            "repeats": repeats,
+        }
+        for step in ("desired_s", "render_s", "plan_s", "total_s"):
+            row[step] = statistics.median(r[step] for r in runs)
+        rows.append(row)
+        progress(
+            f"scale: {size} services, {row['tasks']} tasks: pass {row['total_s'] * 1000:.0f} ms "
+            f"(desired {row['desired_s'] * 1000:.0f}, render {row['render_s'] * 1000:.0f}, "
+            f"plan {row['plan_s'] * 1000:.1f}), peak {row['pass_peak_bytes'] / 2**20:.1f} MiB"
+        )
+    growth(rows, "total_s")
+    growth(rows, "pass_peak_bytes")
+    return rows
+
+
+def on_swarm(quick: bool) -> list[dict[str, Any]]:
+    """Docker API calls (and seconds) of a pass with nothing to write, as services are added."""
+    sizes = QUICK_SWARM_SIZES if quick else SWARM_SIZES
+    rows = []
+    with namespace("scale: API calls on the real Swarm") as swarm:
+        lab = routed(swarm, bed().docker_host)
+        lab.proxy_service("nginx", mode="signal")
+        made = 0
+        for size in sizes:
+            while made < size:
+                replicas = 1 if made < 2 else 0  # a few tasks; the rest are routed, not running
+                lab.app(f"s{made}", replicas=replicas, hostname=f"s{made}.example.com", port="8080")
+                made += 1
+            lab.converge()
+            passes = [lab.controller.reconciler.run_pass() for _ in range(3)]
+            assert all(not p.actions for p in passes), "a converged namespace planned writes"
+            rows.append(
+                {
+                    "services": size,
+                    "api_calls": [p.api_calls for p in passes],
+                    "pass_s": statistics.median(p.seconds for p in passes),
+                }
+            )
+            progress(f"scale: {size} routed services on the Swarm: {passes[0].api_calls} calls")
+    return rows
+
+
+def run(quick: bool) -> dict[str, Any]:
+    return {"synthetic": synthetic(quick), "swarm": on_swarm(quick)}
