@@ -6,7 +6,8 @@
 #                                (a private dockerd), build the images locally, deploy stack.yml
 #                                and the demo app, and print the curl line that shows routing.
 #   bash scripts/up.sh --local   always the local test-bed Swarm.
-# Environment: STACK_NAME (interlock), HTTP_PORT (80 on a real Swarm, 8000 locally), and every
+# Environment: STACK_NAME (interlock), HTTP_PORT and HTTPS_PORT (80 and 443 on a real Swarm, 8000
+# and 8443 locally), and every
 # variable stack.yml names (INTERLOCK_IMAGE, NGINX_IMAGE, INTERLOCK_MODE, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +40,7 @@ export INTERLOCK_IMAGE=interlock-bed/controller:1
 BASE=$INTERLOCK_BED_PYTHON_IMAGE IMAGE=$INTERLOCK_IMAGE PYTHON=.venv/bin/python \
   DOCKER="$DOCKER" bash scripts/build-image.sh
 export NGINX_IMAGE=$INTERLOCK_BED_NGINX_IMAGE DEMO_IMAGE=$INTERLOCK_BED_BACKEND_IMAGE DEMO_PORT=8080
-export DOCKER_SOCKET=${DOCKER_HOST#unix://} HTTP_PORT=${HTTP_PORT:-8000}
+export DOCKER_SOCKET=${DOCKER_HOST#unix://} HTTP_PORT=${HTTP_PORT:-8000} HTTPS_PORT=${HTTPS_PORT:-8443}
 # One node: the controller reaches every proxy task, so it reloads them in place (no lost request).
 export INTERLOCK_MODE=${INTERLOCK_MODE:-signal}
 "$DOCKER" stack deploy --resolve-image never -c stack.yml "$STACK"

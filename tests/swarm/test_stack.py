@@ -27,6 +27,7 @@ def test_up_deploys_the_stack_and_the_demo_app_and_routes(swarm, bed):
         "DOCKER_HOST": bed.docker_host,
         "STACK_NAME": stack,
         "HTTP_PORT": str(port),
+        "HTTPS_PORT": str(free_port()),
         "INTERLOCK_LABEL_PREFIX": swarm.id,
         "PROXY_NETWORK": f"{swarm.id}-proxy",
     }
