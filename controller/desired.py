@@ -42,6 +42,8 @@ class Backend:
     targets: tuple[str, ...]  # "address:port" of serving tasks, sorted
     balance: str | None = None
     strip_prefix: str = ""  # the context root removed before forwarding ("" keeps the path)
+    health_check: str = ""  # HAProxy's active check path ("" none)
+    health_interval_ms: int = 2000
 
 
 @dataclass(frozen=True)
@@ -264,7 +266,18 @@ def _desired_proxy(
         if served:
             found = targets(tasks_by_service.get(app.service.id, ()), network, port)
             strip = app.spec.context_root if app.spec.rewrite else ""
-            backends.append(Backend(name, app.service.name, port, found, app.spec.balance, strip))
+            backends.append(
+                Backend(
+                    name,
+                    app.service.name,
+                    port,
+                    found,
+                    app.spec.balance,
+                    strip,
+                    app.spec.health_check,
+                    app.spec.health_interval_ms,
+                )
+            )
     ordered = tuple(routes[key] for key in sorted(routes))
     host_tls = tuple(tls[host] for host in sorted(tls))
     certs = tuple(certificates[file] for file in sorted(certificates))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 PROXY_KINDS = ("nginx", "haproxy")
 MODES = ("rolling", "signal")
@@ -28,13 +28,9 @@ _PORT = re.compile(r"^[0-9]{1,5}$")
 _ALIAS_NUMBERED = re.compile(r"^alias_domain\.[0-9]{1,3}$")
 
 # Interlock labels we know but do not (yet) turn into configuration: reported, never passed through.
-_UNSUPPORTED = (
-    "ssl_backend",
-    "ssl_backend_tls_verify",
-    "websocket_endpoint",
-    "health_check",
-    "health_check_interval",
-)
+_UNSUPPORTED = ("ssl_backend", "ssl_backend_tls_verify")
+HEALTH_INTERVAL_MS = (100, 3_600_000)
+DEFAULT_HEALTH_INTERVAL_MS = 2000
 
 
 class LabelError(ValueError):
@@ -78,6 +74,8 @@ class AppSpec:
     cluster: str
     balance: str | None
     tls: TlsSpec | None = None
+    health_check: str = ""  # HAProxy checks GET <path> on every task ("" no active check)
+    health_interval_ms: int = DEFAULT_HEALTH_INTERVAL_MS
 
 
 @dataclass(frozen=True)
@@ -155,6 +153,14 @@ def file_path(value: str) -> str:
     return text
 
 
+def interval_ms(value: str) -> int:
+    low, high = HEALTH_INTERVAL_MS
+    text = value.strip()
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise LabelError(f"{value!r} is not a number of milliseconds from {low} to {high}")
+    return int(text)
+
+
 def is_routed(labels: Mapping[str, str], prefix: str) -> bool:
     """An app is routed when it names a host; other services are none of our business."""
     return f"{prefix}.hostname" in labels or f"{prefix}.domain" in labels
@@ -219,6 +225,8 @@ def _report_unknown(reader: _Reader) -> None:
     known = {"hostname", "domain", "alias_domain", "port", "network", "context_root"}
     known |= {"context_root_rewrite", "balance_algorithm", "ext.service_cluster"}
     known |= {"ssl", "ssl_only", "ssl_cert", "ssl_cert_key"}
+    # WebSocket upgrades pass on every route, so the endpoint label only needs to be valid.
+    known |= {"websocket_endpoint", "health_check", "health_check_interval"}
     for label in sorted(reader.labels):
         if not label.startswith(reader.prefix + "."):
             continue
@@ -266,7 +274,14 @@ def parse_app(
         cluster=reader.get("ext.service_cluster", name, ""),
         balance=reader.get("balance_algorithm", lambda v: choice(v, BALANCE_ALGORITHMS)),
         tls=_tls(reader),
+        health_check=reader.get("health_check", path, "") or "",
+        health_interval_ms=reader.get(
+            "health_check_interval", interval_ms, DEFAULT_HEALTH_INTERVAL_MS
+        ),
     )
+    reader.get("websocket_endpoint", path)
+    if reader.key("health_check") in labels and not spec.health_check:
+        spec = replace(spec, health_check="/")  # health_check=/ checks the root
     _report_unknown(reader)
     if not hosts and not reader.failed:
         reader.problems.append(Problem(service, reader.key("hostname"), "no host name given"))

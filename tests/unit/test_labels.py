@@ -112,7 +112,7 @@ def test_raw_backend_options_and_unknown_labels_are_ignored_and_reported():
     labels = app(
         hostname="a.example.com",
         backend_option__1="http-request deny",
-        websocket_endpoint="/ws",
+        ssl_backend="true",
         colour="blue",
     )
     spec, problems = parse_app("web", labels, P)
@@ -120,7 +120,7 @@ def test_raw_backend_options_and_unknown_labels_are_ignored_and_reported():
     assert {p.label: p.rejected for p in problems} == {
         f"{P}.backend_option.1": False,
         f"{P}.colour": False,
-        f"{P}.websocket_endpoint": False,
+        f"{P}.ssl_backend": False,
     }
 
 
@@ -178,3 +178,24 @@ def test_tls_needs_both_secrets_and_names_them():
         assert spec is None and any(p.label == f"{P}.ssl_cert_key" for p in problems)
     spec, problems = parse_app("web", app(hostname="a.b", ssl_cert="x;", ssl_cert_key="k"), P)
     assert spec is None and problems[0].label == f"{P}.ssl_cert"
+
+
+def test_health_checks_and_websocket_endpoints_are_validated():
+    spec, problems = parse_app(
+        "web",
+        app(
+            hostname="a.b",
+            health_check="/healthz",
+            health_check_interval="500",
+            websocket_endpoint="/ws",
+        ),
+        P,
+    )
+    assert problems == [] and (spec.health_check, spec.health_interval_ms) == ("/healthz", 500)
+    for bad in (
+        app(hostname="a.b", health_check="/x;y"),
+        app(hostname="a.b", websocket_endpoint="ws"),
+        app(hostname="a.b", health_check="/h", health_check_interval="10"),
+    ):
+        spec, problems = parse_app("web", bad, P)
+        assert spec is None and problems, bad

@@ -46,9 +46,18 @@ def scenario():
                 f"{P}.hostname": "web.example.com",
                 f"{P}.port": "9000",
                 f"{P}.context_root": "/api.v1/deep",
+                f"{P}.health_check": "/healthz",
+                f"{P}.health_check_interval": "1500",
             },
         ),
-        b.service("a4", "idle", {f"{P}.hostname": "idle.example.com", f"{P}.port": "80"}),
+        b.service(
+            "a4",
+            "idle",
+            {
+                f"{P}.hostname": "idle.example.com",
+                f"{P}.port": "80",
+            },
+        ),
         b.service(
             "a5",
             "evil",
@@ -119,6 +128,8 @@ def test_haproxy_matches_longer_paths_first_and_strips_prefixes():
     deep, api, root = (text.index(f"use_backend {n}_") for n in ("deep", "api", "web"))
     assert deep < api < root
     assert "http-request replace-path ^/api[.]v1/?(.*) /\\1" in text
+    assert "http-check send meth GET uri /healthz" in text
+    assert "server t1 10.0.0.5:9000 check" in text and "inter 1500ms" in text
     assert "backend idle_a4\n    balance roundrobin\n" in text  # no servers: HAProxy answers 503
 
 
