@@ -12,6 +12,7 @@ from .check import Checker
 from .desired import Proxy
 from .inplace import SignalPusher
 from .loop import Loop
+from .metrics import Telemetry
 from .observe import Observer, deployed_text
 from .plan import is_current
 from .reconcile import PassResult, Reconciler
@@ -41,7 +42,14 @@ class Controller:
         return cls(settings, api, reconciler, Loop(reconciler, api, settings.poll_interval))
 
     def serve(self) -> None:
-        self.loop.run()
+        """The metrics endpoint, beacon and scraper, then the loop, which feeds them each pass."""
+        telemetry = Telemetry(self.settings, self.api)
+        self.loop.on_pass = telemetry.record
+        telemetry.start()
+        try:
+            self.loop.run()
+        finally:
+            telemetry.stop()
 
     def deployed_text(self, snapshot: Snapshot, proxy: Proxy) -> str | None:
         return deployed_text(self.api, snapshot, proxy)
