@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -34,7 +35,6 @@ from prometheus_client.process_collector import ProcessCollector
 
 from . import scrape
 from .beacon import NETWORK_FIELDS, Beacon
-from .labels import _ALIAS_NUMBERED, _UNSUPPORTED
 from .logs import event
 from .plan import PushConfig, UpdateProxyService
 from .reconcile import PassResult
@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 
 NS = "interlock"
 PASS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-# Label names a problem can be about; anything else is reported as "other" (bounded series).
+# Label names a problem can be about (Interlock's labels and the proxies' own); anything else is
+# reported as "other", so a user's typo never becomes a series of its own.
 KNOWN_LABELS = frozenset(
     {
         "hostname",
@@ -56,13 +57,22 @@ KNOWN_LABELS = frozenset(
         "context_root_rewrite",
         "balance_algorithm",
         "backend_option",
+        "ssl",
+        "ssl_only",
+        "ssl_cert",
+        "ssl_cert_key",
+        "ssl_backend",
+        "ssl_backend_tls_verify",
+        "websocket_endpoint",
+        "health_check",
+        "health_check_interval",
         "ext.name",
         "ext.mode",
         "ext.config_path",
         "ext.service_cluster",
-        *_UNSUPPORTED,
     }
 )
+_ALIAS_NUMBERED = re.compile(r"^alias_domain\.[0-9]+$")
 
 
 def label_kind(label: str, prefix: str) -> str:
