@@ -494,21 +494,18 @@ class Telemetry:
         return generate_latest(self.registry)
 
     def start(self) -> None:
-        """The HTTP endpoint (unless the port is 0), the beacon and the scraper threads."""
-        if self.settings.metrics_port:
-            address, port = self.settings.metrics_address, self.settings.metrics_port
-            try:
-                self.server = serve_http(self, address, port)
-            except OSError as error:
-                raise RuntimeError(
-                    f"cannot serve metrics on {address}:{port} (INTERLOCK_METRICS_PORT): {error}"
-                ) from None
-            event(
-                log,
-                "metrics_listening",
-                address=self.settings.metrics_address,
-                port=self.server.server_address[1],
-            )
+        """The HTTP endpoint, the beacon and the scraper threads; none of them when the port is 0
+        (nothing would read their figures)."""
+        if not self.settings.metrics_port:
+            return
+        address, port = self.settings.metrics_address, self.settings.metrics_port
+        try:
+            self.server = serve_http(self, address, port)
+        except OSError as error:
+            raise RuntimeError(
+                f"cannot serve metrics on {address}:{port} (INTERLOCK_METRICS_PORT): {error}"
+            ) from None
+        event(log, "metrics_listening", address=address, port=self.server.server_address[1])
         if self.beacon:
             self.beacon.start()
         if self.scraper:

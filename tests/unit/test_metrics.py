@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import urllib.error
 import urllib.request
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.act import Outcome
@@ -226,3 +229,19 @@ def test_http_endpoint_serves_metrics_and_health_on_loopback():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_port_zero_starts_nothing_and_a_busy_port_names_the_setting():
+    quiet = Telemetry(Settings(label_prefix=P, metrics_port=0), api=object())
+    quiet.start()
+    assert quiet.server is None
+    names = {thread.name for thread in threading.enumerate()}
+    assert not names & {"interlock-beacon", "interlock-scraper", "interlock-metrics"}
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        settings = Settings(label_prefix=P, metrics_port=port, metrics_address="127.0.0.1")
+        with pytest.raises(RuntimeError, match="INTERLOCK_METRICS_PORT"):
+            Telemetry(settings, api=None).start()
