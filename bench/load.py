@@ -17,6 +17,8 @@ Each runs against three controllers, every one a real process on the same kind o
 
 from __future__ import annotations
 
+import http.client
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,45 @@ ROLLING_HOST = "rolled.example.com"
 STEADY_HOST = "steady.example.com"
 FULL = {"changes": 20, "rolling_seconds": 30, "changes_seconds": 50}
 QUICK = {"changes": 5, "rolling_seconds": 20, "changes_seconds": 20}
+
+
+class Prober:
+    """Beside wrk: one request on a fresh connection every ``INTERVAL``; failures and the longest
+    run of them (a figure that, unlike wrk's error counts, does not grow with wrk's retry rate)."""
+
+    INTERVAL = 0.1
+
+    def __init__(self, port: int, host: str) -> None:
+        self.port, self.host = port, host
+        self.sent = self.failed = self.longest = self._run = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._probe, daemon=True)
+
+    def _probe(self) -> None:
+        while not self.stop.wait(self.INTERVAL):
+            self.sent += 1
+            try:
+                ok = http_get(self.port, self.host, timeout=2.0)[0] == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+            self._run = 0 if ok else self._run + 1
+            self.failed += not ok
+            self.longest = max(self.longest, self._run)
+
+    def __enter__(self) -> Prober:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "probes": self.sent,
+            "probes_failed": self.failed,
+            "longest_outage_s": round(self.longest * self.INTERVAL, 1),
+        }
 
 
 def relabel(lab: Routed, service, label: str, value: str) -> None:
@@ -63,7 +104,7 @@ def figures(result: LoadResult, seconds: float) -> dict[str, Any]:
 def rolling_update(lab: Routed, app, port: int, seconds: int) -> dict[str, Any]:
     """Update the 3-replica backend under load; done when only version 2 answers."""
     began = time.monotonic()
-    with Load(port, ROLLING_HOST, seconds=seconds) as load:
+    with Load(port, ROLLING_HOST, seconds=seconds) as load, Prober(port, ROLLING_HOST) as probe:
         time.sleep(2)
         lab.set_version(app, 2)
         lab.swarm.wait_updated(app, timeout=90)
@@ -74,13 +115,13 @@ def rolling_update(lab: Routed, app, port: int, seconds: int) -> dict[str, Any]:
         )
         done = time.monotonic() - began
         result = load.wait()
-    return {**figures(result, seconds), "change_done_after_s": round(done, 2)}
+    return {**figures(result, seconds), **probe.figures(), "change_done_after_s": round(done, 2)}
 
 
 def route_changes(lab: Routed, other, port: int, changes: int, seconds: int) -> dict[str, Any]:
     """Move another service's hostname ``changes`` times under load, each change seen."""
     swarm = lab.swarm
-    with Load(port, STEADY_HOST, seconds=seconds) as load:
+    with Load(port, STEADY_HOST, seconds=seconds) as load, Prober(port, STEADY_HOST) as probe:
         began = time.monotonic()
         for change in range(1, changes + 1):
             relabel(lab, other, "hostname", f"r{change}.example.com")
@@ -91,6 +132,7 @@ def route_changes(lab: Routed, other, port: int, changes: int, seconds: int) -> 
         result = load.wait()
     return {
         **figures(result, seconds),
+        **probe.figures(),
         "changes": changes,
         "changes_took_s": round(took, 2),
         "changes_within_load": took < seconds,
@@ -137,7 +179,8 @@ def one_setup(kind: str, controller: str, plan: dict[str, int], logs: Path) -> d
         progress(
             f"load: {kind} {controller} {scenario}: requests={got.get('requests')} "
             f"failed={got.get('failed')} connect={got.get('connect_errors')} "
-            f"reloads={got.get('reloads')} {got.get('error', '')}".rstrip()
+            f"probes failed={got.get('probes_failed')} reloads={got.get('reloads')} "
+            f"{got.get('error', '')}".rstrip()
         )
     return row
 

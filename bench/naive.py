@@ -19,10 +19,10 @@ import time
 from typing import Any
 
 from bench import progress
-from bench.scale import SIZES, served_digests
+from bench.scale import SIZES, one_pass, served_digests
 from bench.synthetic import EVENT_MIX, PREFIX, SyntheticSwarm
 from controller.desired import desired_state
-from controller.plan import PushConfig, plan
+from controller.plan import PushConfig
 from controller.reconcile import render_all
 from controller.render import RenderOptions
 
@@ -39,14 +39,8 @@ def naive_pass(swarm: SyntheticSwarm, options: RenderOptions) -> int:
 
 def our_pass(swarm: SyntheticSwarm, options: RenderOptions, served: dict[str, str]) -> int:
     """A pass that pushes only changed configs; ``served`` is updated; returns the reloads."""
-    snapshot = swarm.snapshot()
-    desired = desired_state(snapshot, PREFIX)
-    rendered, _ = render_all(desired, options)
-    deployable = {d.proxy.name: (d.proxy, rendered[d.proxy.name]) for d in desired.proxies}
-    pushes = [
-        a for a in plan(snapshot, PREFIX, deployable, served, keep_configs=3)
-        if isinstance(a, PushConfig)
-    ]  # fmt: skip
+    actions = one_pass(swarm.snapshot(), options, served)["actions"]
+    pushes = [a for a in actions if isinstance(a, PushConfig)]
     for push in pushes:
         served[push.container_id] = push.digest
     return len(pushes)

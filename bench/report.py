@@ -118,7 +118,9 @@ def load_md(part: dict[str, Any]) -> list[str]:
         "way); `until-gone` = route to tasks until their state leaves running (polling peers' "
         "way). `failed` = wrk's non-2xx + socket errors (connect, read, write, timeout); wrk "
         "reconnects at once after an error, so while a proxy is down one lost request can count "
-        "as many errors. `reloads` = config pushes the controller made (restarts for `restart`).",
+        "as many errors. `probes failed`: beside wrk, one request on a fresh connection every "
+        "100 ms; `longest outage`: the longest run of failed probes. `reloads` = config pushes "
+        "the controller made (restarts for `restart`).",
         "",
     ]
     rows = []
@@ -132,11 +134,14 @@ def load_md(part: dict[str, Any]) -> list[str]:
                 [row["kind"], scenario.replace("_", " "), row["controller"],
                  got.get("requests", "-"), got.get("failed", "-"), got.get("connect_errors", "-"),
                  f"{got.get('read_errors', '-')}/{got.get('write_errors', '-')}/"
-                 f"{got.get('timeouts', '-')}", got.get("reloads", "-"), versus or "",
+                 f"{got.get('timeouts', '-')}",
+                 f"{got.get('probes_failed', '-')}/{got.get('probes', '-')}",
+                 _s(got.get("longest_outage_s")), got.get("reloads", "-"), versus or "",
                  got.get("error", "")]
             )  # fmt: skip
     header = ["proxy", "scenario", "controller", "requests", "failed", "connect errors",
-              "read/write/timeout", "reloads", "failed vs ours", "error"]  # fmt: skip
+              "read/write/timeout", "probes failed", "longest outage", "reloads",
+              "failed vs ours", "error"]  # fmt: skip
     lines += _table(header, rows)
     lines += ["`failed vs ours` is `N/0` where ours failed none.", ""]
     return lines

@@ -21,7 +21,7 @@ from bench import progress
 from bench.lab import bed, namespace
 from bench.synthetic import PREFIX, SyntheticSwarm
 from controller.desired import desired_state
-from controller.plan import plan
+from controller.plan import Deployable, plan, secret_mounts
 from controller.reconcile import render_all
 from controller.render import RenderOptions
 from controller.snapshot import Snapshot
@@ -47,7 +47,10 @@ def one_pass(snapshot: Snapshot, options: RenderOptions, served: dict[str, str])
     after_desired = time.perf_counter()
     rendered, refused = render_all(desired, options)
     after_render = time.perf_counter()
-    deployable = {d.proxy.name: (d.proxy, rendered[d.proxy.name]) for d in desired.proxies}
+    deployable = {
+        d.proxy.name: Deployable(d.proxy, rendered[d.proxy.name], secret_mounts(d))
+        for d in desired.proxies
+    }
     actions = plan(snapshot, PREFIX, deployable, served, keep_configs=3)
     ended = time.perf_counter()
     assert not refused, refused
