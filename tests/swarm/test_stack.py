@@ -64,6 +64,30 @@ def test_up_deploys_the_stack_and_the_demo_app_and_routes(swarm, bed):
         controller_lines = [p for p in top["Processes"] if "interlock" in " ".join(p)]
         assert controller_lines and all(p[1] != "root" for p in controller_lines), top
 
+        # Its own /metrics (inside its container: the port is not published) shows passes and a
+        # scrape of the nginx proxy over the overlay network; Docker's healthcheck says healthy.
+        def metrics() -> str:
+            code = "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9100/metrics').read().decode())"
+            return container.exec_run(["python3", "-c", code]).output.decode()
+
+        text = wait_until(
+            lambda: (m := metrics()) and "interlock_proxy_scrape_up{" in m and m,
+            60,
+            message="the controller scraped its proxy",
+        )
+        assert 'interlock_reconcile_passes_total{outcome="converged"}' in text
+        assert any(
+            line.startswith("interlock_proxy_scrape_up{") and line.endswith(" 1.0")
+            for line in text.splitlines()
+        ), text
+        wait_until(
+            lambda: (
+                (container.reload() or container.attrs["State"]["Health"]["Status"]) == "healthy"
+            ),
+            90,
+            message="controller healthy",
+        )
+
         # Redeploying the same stack changes nothing the controller does not put back.
         again = subprocess.run(
             ["bash", "scripts/up.sh", "--local"],
