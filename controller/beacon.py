@@ -23,6 +23,7 @@ import docker.errors
 
 from . import labels as lbl
 from .logs import event
+from .periodic import Periodic
 from .snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -131,13 +132,16 @@ def figures(stats: Mapping[str, Any]) -> Figures:
 
 
 @dataclass
-class Beacon:
+class Beacon(Periodic):
     """Reads each watched container's stats every ``interval`` seconds, in its own thread.
 
     ``source`` returns the loop's latest snapshot (or None before the first pass). ``latest``
     maps a container id to (Watched, Figures) from the last round; ``errors`` counts stats
     calls that failed.
     """
+
+    thread_name = "interlock-beacon"
+    failure_event = "beacon_round_failed"
 
     api: docker.APIClient
     source: Callable[[], Snapshot | None]
@@ -151,18 +155,6 @@ class Beacon:
     round_seconds: float = field(default=0.0, init=False)
     stop: threading.Event = field(default_factory=threading.Event, init=False)
     _one_shot: bool = field(default=True, init=False)
-
-    def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self.run, name="interlock-beacon", daemon=True)
-        thread.start()
-        return thread
-
-    def run(self) -> None:
-        while not self.stop.wait(self.interval if self.rounds else min(self.interval, 1.0)):
-            try:
-                self.round()
-            except Exception as error:  # the thread outlives any bad round
-                event(log, "beacon_round_failed", logging.ERROR, error=str(error))
 
     def _stats(self, container_id: str) -> Mapping[str, Any]:
         if self._one_shot:  # Engine API 1.41+: the current figures at once, not after 1 s

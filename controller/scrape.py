@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .desired import Proxy
 from .logs import event
+from .periodic import Periodic
 from .snapshot import Container, Snapshot
 
 log = logging.getLogger(__name__)
@@ -287,13 +288,16 @@ class TaskFigures:
 
 
 @dataclass
-class Scraper:
+class Scraper(Periodic):
     """Scrapes every reachable proxy task each ``interval`` seconds, in its own thread.
 
     ``source`` returns the latest (snapshot, proxies) the reconcile loop saw, or None before the
     first pass. ``latest`` holds the figures of the last round (tasks that failed are absent),
     ``errors`` counts failures by (proxy, reason).
     """
+
+    thread_name = "interlock-scraper"
+    failure_event = "scrape_round_failed"
 
     source: Callable[[], tuple[Snapshot, list[Proxy]] | None]
     port: int
@@ -309,18 +313,6 @@ class Scraper:
     stop: threading.Event = field(default_factory=threading.Event, init=False)
     _said: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
-
-    def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self.run, name="interlock-scraper", daemon=True)
-        thread.start()
-        return thread
-
-    def run(self) -> None:
-        while not self.stop.wait(self.interval if self.rounds else min(self.interval, 1.0)):
-            try:
-                self.round()
-            except Exception as error:  # the thread outlives any bad round
-                event(log, "scrape_round_failed", logging.ERROR, error=str(error))
 
     def round(self) -> None:
         seen = self.source()

@@ -14,6 +14,18 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKER = shutil.which("docker", path="/usr/bin") or shutil.which("docker")
 
 
+def run_up(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """The README's main-job command, on the test bed, as a user runs it."""
+    return subprocess.run(
+        ["bash", "scripts/up.sh", "--local"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def stack_rm(env: dict[str, str], *stacks: str) -> None:
     for stack in stacks:
         subprocess.run([DOCKER, "stack", "rm", stack], env=env, capture_output=True, timeout=60)
@@ -32,14 +44,7 @@ def test_up_deploys_the_stack_and_the_demo_app_and_routes(swarm, bed):
         "PROXY_NETWORK": f"{swarm.id}-proxy",
     }
     try:
-        run = subprocess.run(
-            ["bash", "scripts/up.sh", "--local"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        run = run_up(env)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         print(run.stdout[-800:])
         assert f"curl -s -H 'Host: demo.example.com' http://127.0.0.1:{port}/" in run.stdout
@@ -89,14 +94,7 @@ def test_up_deploys_the_stack_and_the_demo_app_and_routes(swarm, bed):
         )
 
         # Redeploying the same stack changes nothing the controller does not put back.
-        again = subprocess.run(
-            ["bash", "scripts/up.sh", "--local"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        again = run_up(env)
         assert again.returncode == 0, again.stderr[-2000:]
         wait_until(
             lambda: http_get(port, "demo.example.com")[0] == 200,
