@@ -85,6 +85,10 @@ def test_once_twice_writes_nothing_the_second_time(swarm, bed):
     assert (proxy.version, owned_configs(swarm, lab.prefix)) == (version, configs)
     assert lab.get(HOST)[0] == 200
 
+    rendered = run_cli(bed.docker_host, lab.prefix, "render", "--proxy", proxy.name)
+    assert rendered.returncode == 0 and f"server_name {HOST};" in rendered.stdout
+    assert run_cli(bed.docker_host, lab.prefix, "render", "--proxy", "nosuch").returncode == 1
+
     diff = run_cli(bed.docker_host, lab.prefix, "diff")
     assert diff.returncode == 0 and diff.stdout == "", diff.stdout
 
