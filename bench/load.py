@@ -39,7 +39,7 @@ CONTROLLERS = {
 ROLLING_HOST = "rolled.example.com"
 STEADY_HOST = "steady.example.com"
 FULL = {"changes": 20, "rolling_seconds": 30, "changes_seconds": 50}
-QUICK = {"changes": 5, "rolling_seconds": 20, "changes_seconds": 20}
+QUICK = {"changes": 5, "rolling_seconds": 25, "changes_seconds": 20}
 
 
 class Prober:
