@@ -36,6 +36,16 @@ COMMANDS = {
 _PLACEHOLDER = "192.0.2.1"  # TEST-NET-1: never routed, only ever written into a checked file
 
 
+MEMORY = 512  # verdicts (and refusals) kept: a long-running controller sees ever new shapes
+
+
+def remember(memory: dict, key, value) -> None:
+    """Store in an insertion-ordered dict, dropping the oldest entry beyond MEMORY."""
+    memory[key] = value
+    while len(memory) > MEMORY:
+        memory.pop(next(iter(memory)))
+
+
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
@@ -87,7 +97,9 @@ class Checker:
         key = (desired.proxy.image, shape(desired, options))
         if key not in self.verdicts:
             files = check_files(desired, text, options.secrets_dir)
-            self.verdicts[key] = self._run(desired.proxy.image, desired.proxy.spec.kind, files)
+            remember(
+                self.verdicts, key, self._run(desired.proxy.image, desired.proxy.spec.kind, files)
+            )
             event(log, "config_checked", proxy=desired.proxy.name, ok=self.verdicts[key].ok)
         return self.verdicts[key]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import docker
 
-from .check import tar_files
+from .check import remember, tar_files
 from .desired import Proxy
 from .observe import read_container_file
 from .plan import PushConfig, proxy_containers
@@ -82,7 +82,7 @@ class SignalPusher:
             self._exec(
                 action.container_id, ["rm", "-f", staged, posixpath.join(folder, digest_new)]
             )
-            self.refused[key] = f"{action.kind} refused the config: {output}"
+            remember(self.refused, key, f"{action.kind} refused the config: {output}")
             raise CheckFailed(self.refused[key])
         self._swap(action.container_id, folder, new, name, digest_new)
         self.api.kill(action.container_id, RELOAD_SIGNALS[action.kind])
