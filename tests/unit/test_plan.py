@@ -164,12 +164,3 @@ def test_tls_certificates_are_mounted_with_the_config_and_count_for_convergence(
     configs = [b.config("cfg1", name, OWNED, "2026-01-01T00:00:00Z")]
     done = snapshot_from_api([mounted, app], TASKS, [b.network("net1")], configs, [], secrets)
     assert planning.plan(done, P, deployable(done), {}, keep_configs=3) == []
-
-
-def test_caches_of_a_long_running_controller_stay_bounded():
-    from controller.check import MEMORY, remember
-
-    memory: dict = {}
-    for n in range(MEMORY + 50):
-        remember(memory, n, n)
-    assert len(memory) == MEMORY and min(memory) == 50  # the oldest went first
