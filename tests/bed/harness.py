@@ -2,7 +2,8 @@
 
 Many tests, from many processes, share one bed. Each test gets a random id (``t`` + 8 hex);
 every object it makes is named ``<id>-<suffix>`` and labelled ``interlock-test=<id>``, and its
-teardown removes exactly the objects with that label, so concurrent tests never touch each other.
+teardown removes exactly the objects with that label or that name prefix, so concurrent tests
+never touch each other. ``python -m tests.bed clean`` removes what crashed runs left behind.
 """
 
 from __future__ import annotations
