@@ -4,6 +4,7 @@
 # image build itself needs no network.
 ARG BASE=python:3.12-slim
 FROM ${BASE}
+LABEL org.opencontainers.image.title=interlock-swarm
 ENV PYTHONUNBUFFERED=1 PATH=/opt/interlock/bin:$PATH
 COPY build/wheels/ /tmp/wheels/
 RUN python3 -m venv /opt/interlock \

@@ -20,4 +20,6 @@ rm -rf build/wheels
   --platform "manylinux2014_$machine" --implementation cp --dest build/wheels \
   build/wheels/interlock_swarm-*.whl
 DOCKER_BUILDKIT=0 "$DOCKER" build -q --build-arg "BASE=$BASE" -t "$IMAGE" . >/dev/null
+# The previous build of the same tag is left untagged: remove such leftovers of ours only.
+"$DOCKER" image prune -f --filter "label=org.opencontainers.image.title=interlock-swarm" >/dev/null
 echo "built $IMAGE (base $BASE)"

@@ -22,6 +22,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
     """Same answer for every method; the request body, if any, is read and dropped."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle's algorithm the body then waits for
+    # the peer's delayed ACK (~40 ms) on every keep-alive request (HAProxy keeps backend
+    # connections alive, nginx here does not), which capped HAProxy's rate in the load tests.
+    disable_nagle_algorithm = True
     server_version = "interlock-bed-backend/1"
 
     def __getattr__(self, name: str):
