@@ -179,10 +179,12 @@ def scale_md(part: dict[str, Any]) -> list[str]:
         "",
     ]
     rows = [
-        [r["services"], ", ".join(str(c) for c in r["api_calls"]), _ms(r["pass_s"])]
+        [r["services"], r.get("services_seen", "-"), ", ".join(str(c) for c in r["api_calls"]),
+         _ms(r["pass_s"])]
         for r in part["swarm"]
-    ]
-    lines += _table(["routed services", "API calls (3 passes)", "pass (median)"], rows)
+    ]  # fmt: skip
+    header = ["routed services", "services in the snapshot", "API calls (3 passes)", "pass"]
+    lines += _table(header, rows)
     return lines
 
 
@@ -214,6 +216,10 @@ def naive_md(part: dict[str, Any]) -> list[str]:
 SECTIONS = {"latency": latency_md, "load": load_md, "scale": scale_md, "naive": naive_md}
 
 
+def _loads(values: Any) -> str:
+    return ", ".join(f"{v:.2f}" for v in values) if values else "?"
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# interlock benchmark",
@@ -221,8 +227,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"- Run: {results['started']} → {results['finished']} "
         f"({'quick' if results['quick'] else 'full'}; `{results['command']}`)",
         f"- Machine: {_machine_line(results)}",
-        f"- Load average at start / end: {results['machine']['load_average']} / "
-        f"{results.get('load_average_end', '?')}",
+        f"- Load average (1, 5, 15 min), start / end: {_loads(results['machine']['load_average'])}"
+        f" / {_loads(results.get('load_average_end'))}",
         f"- Other services on the test bed at start / end (other work sharing the machine): "
         f"{results.get('other_services_start', '?')} / {results.get('other_services_end', '?')}",
         "",

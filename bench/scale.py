@@ -152,6 +152,7 @@ def on_swarm(quick: bool) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "services": size,
+                    "services_seen": len(passes[0].snapshot.services),  # apps and the proxy
                     "api_calls": [p.api_calls for p in passes],
                     "pass_s": statistics.median(p.seconds for p in passes),
                 }
