@@ -1,6 +1,6 @@
 """Read the Swarm: a constant number of list calls per pass, whatever the number of services.
 
-Read-only by construction: nothing here writes to Docker. The calls are services, tasks (only of
+Read-only by construction: nothing here writes to Docker. The six calls are services, tasks (only of
 routed and proxy services, only those Swarm wants running), networks, the controller's own configs,
 the running containers of the controller's own engine (for proxies reloaded in place), and
 the names of secrets (for TLS certificates).
