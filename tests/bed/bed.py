@@ -110,6 +110,23 @@ def ensure_bed(cfg: BedConfig | None = None) -> Bed:
     return Bed(cfg)
 
 
+def _remove_gwbridge(client: docker.DockerClient, seconds: float = 10.0) -> None:
+    """Remove docker_gwbridge once Docker has released the endpoints that leaving the Swarm
+    frees (asynchronously). Only tidying: `up` reuses a matching one, so give up quietly."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            client.networks.get(swarm.GWBRIDGE).remove()
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as error:
+            if time.monotonic() >= deadline:
+                log.warning("leaving docker_gwbridge in place: %s", error.explanation)
+                return
+            time.sleep(0.5)
+
+
 def _leave_swarm_and_clean(cfg: BedConfig) -> None:
     """With the engine still up: leave Swarm and remove containers and networks, keep images."""
     client = engine.client_for(cfg)
@@ -119,8 +136,7 @@ def _leave_swarm_and_clean(cfg: BedConfig) -> None:
         for container in client.containers.list(all=True):
             container.remove(force=True)
         client.networks.prune()
-        with contextlib.suppress(docker.errors.NotFound):
-            client.networks.get(swarm.GWBRIDGE).remove()
+        _remove_gwbridge(client)
     finally:
         client.close()
 
