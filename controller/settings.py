@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
@@ -90,8 +91,24 @@ class Settings(BaseSettings):
     @field_validator("proxy_status_port")
     @classmethod
     def _status_port_is_free(cls, value: int, info: ValidationInfo) -> int:
-        if value and value == info.data.get("proxy_http_port"):
+        taken = {info.data.get("proxy_http_port"), info.data.get("proxy_https_port")}
+        if value and value in taken:
+            raise ValueError("must differ from INTERLOCK_PROXY_HTTP_PORT and _HTTPS_PORT")
+        return value
+
+    @field_validator("proxy_https_port")
+    @classmethod
+    def _https_port_is_free(cls, value: int, info: ValidationInfo) -> int:
+        if value == info.data.get("proxy_http_port"):
             raise ValueError("must differ from INTERLOCK_PROXY_HTTP_PORT")
+        return value
+
+    @field_validator("template_dir")
+    @classmethod
+    def _is_a_folder(cls, value: str) -> str:
+        """A mistyped folder would otherwise fall back to the built-in templates unnoticed."""
+        if value and not Path(value).is_dir():
+            raise ValueError(f"{value!r} is not a folder")
         return value
 
     @field_validator("beacon_image_pattern")

@@ -17,6 +17,9 @@ from controller.settings import SettingsError, load_settings
         ("INTERLOCK_LABEL_PREFIX", "Inter Lock"),
         ("INTERLOCK_PROXY_HTTP_PORT", "70000"),
         ("INTERLOCK_KEEP_CONFIGS", "-1"),
+        ("INTERLOCK_PROXY_HTTPS_PORT", "80"),
+        ("INTERLOCK_PROXY_STATUS_PORT", "443"),
+        ("INTERLOCK_TEMPLATE_DIR", "/nonexistent/templates"),
     ],
 )
 def test_a_bad_setting_names_its_variable(variable, value, monkeypatch):
