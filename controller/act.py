@@ -53,7 +53,6 @@ class Executor:
 
     def run(self, actions: list[Action], snapshot: Snapshot) -> list[Outcome]:
         config_ids = {c.name: c.id for c in snapshot.configs}
-        self.secret_ids = {s.name: s.id for s in snapshot.secrets}
         failed: set[str] = set()
         outcomes = []
         for action in actions:
@@ -125,12 +124,7 @@ class Executor:
         if action.config_name is not None:
             name = action.config_name
             config = (config_ids.get(name) or self._config_id(name) if name else "", name)
-        secrets = None
-        if action.secrets is not None:
-            missing = [name for _, name in action.secrets if name not in self.secret_ids]
-            if missing:
-                raise LookupError(f"secret {', '.join(missing)} does not exist")
-            secrets = [(file, self.secret_ids[name], name) for file, name in action.secrets]
+        secrets = None if action.secrets is None else list(action.secrets)
         spec = with_mounts(action.spec, action.path, config, secrets)
         self._call(
             self.api.update_service,

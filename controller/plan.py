@@ -42,7 +42,7 @@ class CreateConfig:
 @dataclass(frozen=True)
 class UpdateProxyService:
     """Mount ``config_name`` at ``path`` ("" unmounts, None leaves it) and, unless ``secrets``
-    is None, exactly these TLS secrets as (file under /run/secrets, secret name)."""
+    is None, exactly these TLS secrets as (file under /run/secrets, secret id, secret name)."""
 
     proxy: str
     service_id: str
@@ -50,7 +50,7 @@ class UpdateProxyService:
     config_name: str | None
     path: str
     spec: Mapping[str, Any] = field(repr=False)
-    secrets: tuple[tuple[str, str], ...] | None = None
+    secrets: tuple[tuple[str, str, str], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,13 @@ def secret_mounts(desired: DesiredProxy) -> tuple[tuple[str, str], ...]:
     for cert in desired.certificates:
         mounts += [(cert.file, cert.cert_secret), (f"{cert.file}.key", cert.key_secret)]
     return tuple(sorted(mounts))
+
+
+def with_ids(snapshot: Snapshot, mounts: tuple[tuple[str, str], ...]) -> tuple:
+    """(file, secret id, secret name) for each (file, secret name); desired has checked that
+    every named secret exists, so a missing one can only be a race Docker will refuse."""
+    ids = {secret.name: secret.id for secret in snapshot.secrets}
+    return tuple((file, ids.get(name, ""), name) for file, name in mounts)
 
 
 def mounted_secrets(snapshot: Snapshot, proxy: Proxy) -> tuple[tuple[str, str], ...]:
@@ -231,7 +238,7 @@ def _rolling(snapshot, prefix, target: Deployable, existing) -> list[Action]:
             name,
             proxy.spec.config_path,
             service.spec,
-            target.secrets,
+            with_ids(snapshot, target.secrets),
         )
     )
     return actions
@@ -251,7 +258,7 @@ def _signal(snapshot, prefix, target: Deployable, served, owned_names) -> list[A
                 None,
                 proxy.spec.config_path,
                 service.spec,
-                target.secrets,
+                with_ids(snapshot, target.secrets),
             )
         ]
     mounted = mounted_config(snapshot, proxy)

@@ -56,7 +56,8 @@ def proxy_rows(
         proxy, rendered = desired.proxy, result.rendered.get(desired.proxy.name)
         want = rendered.digest[:SHORT] if rendered else "-"
         if proxy.mode == "signal":
-            digests = [d[:SHORT] for c, d in served.items() if c in _containers(result, proxy)]
+            mine = set(proxy_containers(result.snapshot, proxy))
+            digests = [d[:SHORT] for c, d in served.items() if c in mine]
             deployed, in_sync = _sync(want, digests)
         else:
             name = config_name(prefix, proxy, rendered) if rendered else ""
@@ -75,10 +76,6 @@ def proxy_rows(
             }
         )
     return rows
-
-
-def _containers(result: PassResult, proxy) -> set[str]:
-    return set(proxy_containers(result.snapshot, proxy))
 
 
 def route_rows(result: PassResult) -> list[dict]:

@@ -123,9 +123,6 @@ class Snapshot:
     containers: tuple[Container, ...] = ()
     secrets: tuple[Secret, ...] = ()
 
-    def tasks_of(self, service_id: str) -> list[Task]:
-        return [task for task in self.tasks if task.service_id == service_id]
-
 
 def _labels(raw: Mapping[str, Any] | None) -> dict[str, str]:
     return {str(key): str(value) for key, value in (raw or {}).items()}

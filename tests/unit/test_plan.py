@@ -148,7 +148,7 @@ def test_tls_certificates_are_mounted_with_the_config_and_count_for_convergence(
     (file,) = {f for f, _ in ready["proxy"].secrets if not f.endswith(".key")}
     assert ready["proxy"].secrets == ((file, "crt"), (f"{file}.key", "key"))
     _, update = planning.plan(snapshot, P, ready, {}, keep_configs=3)
-    assert update.secrets == ready["proxy"].secrets
+    assert update.secrets == ((file, "s1", "crt"), (f"{file}.key", "s2", "key"))
 
     name = planning.config_name(P, *_pr(ready["proxy"]))
     refs = {
