@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import time
 
+import docker.errors
 import pytest
 from docker.types import EndpointSpec
 
 from controller.inplace import CheckFailed, SignalPusher
+from controller.observe import read_container_file
 from controller.plan import PushConfig
 from tests.bed.probes import http_get, wait_until
 from tests.swarm.controlled import routed, run_cli
@@ -174,3 +176,60 @@ def test_a_config_refused_in_the_container_is_never_signalled(kind, swarm, bed, 
     # and exit meanwhile, which is not a reload.
     assert pids(swarm, container) <= before
     assert http_get(lab.port, HOST)[0] == 200
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_stopping_task_leaves_the_pool_before_its_container_stops(kind, swarm, bed, tmp_path):
+    """The claim itself, not its effect: during a scale-down, each stopped task's address is gone
+    from the proxy's live configuration while the task's container still runs (Swarm waits 2 s
+    before signalling it). Routing to tasks until they are gone fails this."""
+    lab = routed(swarm, bed.docker_host)
+    proxy = lab.proxy_service(kind, mode="signal")
+    app = lab.app("app", replicas=3, hostname=HOST, port="8080")
+    api = swarm.client.api
+    path = "/etc/nginx/nginx.conf" if kind == "nginx" else "/usr/local/etc/haproxy/haproxy.cfg"
+    with start(lab, tmp_path):
+        wait_until(lambda: len(lab.tasks_seen(HOST, 12)) == 3, 30, message="3 replicas serve")
+        (proxy_task,) = swarm.tasks(proxy)
+        proxy_container = proxy_task["Status"]["ContainerStatus"]["ContainerID"]
+        watched = {
+            task["Status"]["ContainerStatus"]["ContainerID"]: f"{address}:8080"
+            for task in swarm.tasks(app)
+            for attachment in task["NetworksAttachments"]
+            if attachment["Network"]["Spec"]["Name"] == lab.network.name
+            for address in [attachment["Addresses"][0].split("/")[0]]
+        }
+        gone_at: dict[str, float] = {}
+        dead_at: dict[str, float] = {}
+
+        def mutate(spec):
+            spec["Mode"] = {"Replicated": {"Replicas": 1}}
+
+        swarm.update_service(app, mutate)
+        deadline = time.monotonic() + 20
+        while len(dead_at) < 2 and time.monotonic() < deadline:
+            config = read_container_file(api, proxy_container, path) or ""
+            now = time.monotonic()
+            for container, target in watched.items():
+                if target not in config:
+                    gone_at.setdefault(container, now)
+                if not _running(api, container):
+                    dead_at.setdefault(container, now)
+            time.sleep(0.05)
+    print(
+        f"{kind}: left the pool before stopping by "
+        + ", ".join(f"{dead_at[c] - gone_at.get(c, dead_at[c]):.2f} s" for c in dead_at)
+    )
+    assert len(dead_at) == 2, f"two of three tasks should have stopped: {dead_at}"
+    for container in dead_at:
+        assert container in gone_at, f"{watched[container]} was never taken out of the pool"
+        assert gone_at[container] < dead_at[container], (
+            f"{watched[container]} was still in the pool when its container stopped"
+        )
+
+
+def _running(api, container: str) -> bool:
+    try:
+        return bool(api.inspect_container(container)["State"]["Running"])
+    except docker.errors.NotFound:
+        return False
