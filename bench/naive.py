@@ -23,8 +23,8 @@ from bench.scale import SIZES, one_pass, served_digests
 from bench.synthetic import EVENT_MIX, PREFIX, SyntheticSwarm
 from controller.desired import desired_state
 from controller.plan import PushConfig
-from controller.reconcile import render_all
 from controller.render import RenderOptions
+from controller.verify import render_all
 
 EVENTS = 50
 QUICK_EVENTS = 12

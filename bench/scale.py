@@ -22,9 +22,9 @@ from bench.lab import bed, namespace
 from bench.synthetic import PREFIX, SyntheticSwarm
 from controller.desired import desired_state
 from controller.plan import Deployable, plan, secret_mounts
-from controller.reconcile import render_all
 from controller.render import RenderOptions
 from controller.snapshot import Snapshot
+from controller.verify import render_all
 from tests.swarm.controlled import routed
 
 SIZES = (100, 1000, 5000)

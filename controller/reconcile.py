@@ -15,15 +15,20 @@ from dataclasses import dataclass, field
 from . import plan as planning
 from .act import Executor, Outcome
 from .check import Checker
-from .desired import Desired, DesiredProxy, Proxy, desired_state
+from .desired import Desired, DesiredProxy, Proxy, Trust, desired_state
 from .labels import Problem
 from .logs import event, new_pass_id, pass_scope
 from .observe import Observer
-from .render import Rendered, RenderError, RenderOptions, render
+from .render import Rendered, RenderOptions
 from .settings import Settings
 from .snapshot import Snapshot
+from .verify import Verifier
 
 log = logging.getLogger(__name__)
+
+
+def trust(settings: Settings) -> Trust:
+    return Trust(settings.proxy_trust_label, settings.proxy_name_pattern)
 
 
 def render_options(settings: Settings) -> RenderOptions:
@@ -65,16 +70,6 @@ class PassResult:
         return not self.errors
 
 
-def render_all(desired: Desired, options: RenderOptions) -> tuple[dict[str, Rendered], dict]:
-    rendered, refused = {}, {}
-    for one in desired.proxies:
-        try:
-            rendered[one.proxy.name] = render(one, options)
-        except RenderError as error:  # validation should make this impossible; never half-write
-            refused[one.proxy.name] = f"render refused: {error}"
-    return rendered, refused
-
-
 @dataclass
 class Reconciler:
     """Holds the clients and caches that outlive a pass; `run_pass` does the work."""
@@ -85,28 +80,42 @@ class Reconciler:
     checker: Checker | None
     served: Callable[[Snapshot, list[Proxy]], Mapping[str, str]] = lambda snapshot, proxies: {}
     last: PassResult | None = field(default=None, init=False)
+    verifier: Verifier = field(init=False)
 
-    def _deployable(
-        self, snapshot, desired: Desired, rendered, refused, served, check_all: bool
-    ) -> dict:
-        """Proxies whose rendered config may go live: already live, or passed the check."""
-        options = render_options(self.settings)
-        deployable = {}
+    def __post_init__(self) -> None:
+        self.verifier = Verifier(render_options(self.settings), self.checker)
+
+    def _verify(
+        self, snapshot: Snapshot, desired: Desired, served: Mapping[str, str], check_all: bool
+    ) -> tuple[Desired, dict[str, Rendered], dict[str, str], dict[str, planning.Deployable]]:
+        """Render and check every proxy; leave out the services a proxy refused.
+
+        Returns the desired state as it will be served (refused services out, their problems
+        added), what was rendered, the proxies that keep what they serve and why, and what may
+        go live. Only configs not yet live are checked, unless ``check_all``.
+        """
+        prefix = self.settings.label_prefix
+        rendered, refused, deployable = {}, {}, {}
+        proxies, problems = [], list(desired.problems)
         for one in desired.proxies:
-            name = one.proxy.name
-            if name not in rendered:
+
+            def target(text: Rendered, one: DesiredProxy = one) -> planning.Deployable:
+                return planning.Deployable(one.proxy, text, planning.secret_mounts(one))
+
+            def needs_check(text: Rendered, target=target) -> bool:
+                return check_all or not planning.is_current(snapshot, prefix, target(text), served)
+
+            verified = self.verifier.verify(one, needs_check)
+            proxies.append(verified.desired)
+            problems += verified.problems
+            if verified.rendered is None:
+                refused[one.proxy.name] = verified.refused
                 continue
-            target = planning.Deployable(one.proxy, rendered[name], planning.secret_mounts(one))
-            current = planning.is_current(snapshot, self.settings.label_prefix, target, served)
-            verdict = None
-            # Signal mode checks in the proxy's own container before swapping the file in.
-            if self.checker and (check_all or (not current and one.proxy.mode == "rolling")):
-                verdict = self.checker.check(one, rendered[name].text, options)
-            if verdict and not verdict.ok:
-                refused[name] = f"{one.proxy.spec.kind} refused the config: {verdict.output}"
-                continue
-            deployable[name] = target
-        return deployable
+            rendered[one.proxy.name] = verified.rendered
+            deployable[one.proxy.name] = planning.Deployable(
+                one.proxy, verified.rendered, planning.secret_mounts(verified.desired)
+            )
+        return Desired(tuple(proxies), tuple(problems)), rendered, refused, deployable
 
     def run_pass(self, dry_run: bool = False, check_all: bool = False) -> PassResult:
         """One pass. ``dry_run`` writes nothing; ``check_all`` checks even deployed configs.
@@ -127,12 +136,11 @@ class Reconciler:
         calls_before = self.observer.calls + self.executor.calls
         prefix = self.settings.label_prefix
         snapshot = self.observer.snapshot()
-        desired = desired_state(snapshot, prefix, self.settings.mode)
-        rendered, refused = render_all(desired, render_options(self.settings))
+        desired = desired_state(snapshot, prefix, self.settings.mode, trust(self.settings))
         signal_proxies = [d.proxy for d in desired.proxies if d.proxy.mode == "signal"]
         served = self.served(snapshot, signal_proxies) if signal_proxies else {}
+        desired, rendered, refused, deployable = self._verify(snapshot, desired, served, check_all)
         problems = list(desired.problems) + _signal_problems(snapshot, prefix, signal_proxies)
-        deployable = self._deployable(snapshot, desired, rendered, refused, served, check_all)
         actions = planning.plan(snapshot, prefix, deployable, served, self.settings.keep_configs)
         outcomes = [] if dry_run else self.executor.run(actions, snapshot)
         result = PassResult(

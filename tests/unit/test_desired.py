@@ -1,6 +1,6 @@
 """Desired state from plain snapshots: targets, networks, ports, clusters and conflicts."""
 
-from controller.desired import desired_state
+from controller.desired import Trust, desired_state, without
 from controller.snapshot import snapshot_from_api
 from tests import builders as b
 
@@ -109,16 +109,146 @@ def test_the_older_service_keeps_a_contested_route_whatever_the_names():
     assert problem.service == "aaa-new" and "zzz-old" in problem.reason
 
 
-def test_same_host_different_paths_do_not_conflict():
-    root = b.service("a1", "site", {f"{P}.hostname": "a.example.com", f"{P}.port": "80"})
+def _site_and_api(owner_labels=None, api_labels=None):
+    root = b.service(
+        "a1",
+        "site",
+        {f"{P}.hostname": "a.example.com", f"{P}.port": "80", **(owner_labels or {})},
+        created="2026-01-01T00:00:00Z",
+    )
     api = b.service(
         "a2",
         "api",
-        {f"{P}.hostname": "a.example.com", f"{P}.port": "80", f"{P}.context_root": "/api"},
+        {
+            f"{P}.hostname": "a.example.com",
+            f"{P}.port": "80",
+            f"{P}.context_root": "/api",
+            **(api_labels or {}),
+        },
+        created="2026-01-02T00:00:00Z",
     )
-    desired = desired_state(snap([NGINX, root, api]), P)
-    assert set(routes_of(desired)) == {("a.example.com", ""), ("a.example.com", "/api")}
-    assert desired.problems == ()
+    return desired_state(snap([NGINX, root, api]), P)
+
+
+def test_a_path_under_another_services_host_needs_the_owners_consent():
+    desired = _site_and_api()
+    assert set(routes_of(desired)) == {("a.example.com", "")}
+    (problem,) = desired.problems
+    assert problem.service == "api" and "belongs to service site" in problem.reason
+    assert f"{P}.share_host=true" in problem.reason
+
+
+def test_the_owner_shares_its_host_by_label_or_by_stack():
+    shared = _site_and_api({f"{P}.share_host": "true"})
+    stack = {"com.docker.stack.namespace": "shop"}
+    same_stack = _site_and_api(stack, stack)
+    other_stack = _site_and_api(stack, {"com.docker.stack.namespace": "evil"})
+    for desired in (shared, same_stack):
+        assert set(routes_of(desired)) == {("a.example.com", ""), ("a.example.com", "/api")}
+        assert desired.problems == ()
+    assert set(routes_of(other_stack)) == {("a.example.com", "")}
+
+
+def test_a_newcomer_never_takes_the_owners_tls_or_redirect():
+    secrets = [{"ID": "s1", "Spec": {"Name": "c"}}, {"ID": "s2", "Spec": {"Name": "k"}}]
+    owner = b.service(
+        "a1",
+        "site",
+        {f"{P}.hostname": "a.example.com", f"{P}.port": "80", f"{P}.share_host": "true"},
+        created="2026-01-01T00:00:00Z",
+    )
+    newcomer = b.service(
+        "a2",
+        "api",
+        {
+            f"{P}.hostname": "a.example.com",
+            f"{P}.port": "80",
+            f"{P}.context_root": "/api",
+            f"{P}.ssl_cert": "c",
+            f"{P}.ssl_cert_key": "k",
+            f"{P}.ssl_only": "true",
+        },
+        created="2026-01-02T00:00:00Z",
+    )
+    snapshot = snapshot_from_api([NGINX, owner, newcomer], [], NETWORKS, [], [], secrets)
+    desired = desired_state(snapshot, P)
+    assert desired.proxies[0].tls == () and desired.proxies[0].certificates == ()
+    (problem,) = desired.problems
+    assert problem.service == "api" and not problem.rejected and "owner" in problem.reason
+
+
+def test_a_rejected_owner_does_not_hand_its_host_to_a_newcomer():
+    broken = b.service(
+        "a1",
+        "site",
+        {f"{P}.hostname": "a.example.com", f"{P}.port": "eighty"},
+        created="2026-01-01T00:00:00Z",
+    )
+    newcomer = b.service(
+        "a2",
+        "squatter",
+        {f"{P}.hostname": "a.example.com", f"{P}.port": "80"},
+        created="2026-01-02T00:00:00Z",
+    )
+    desired = desired_state(snap([NGINX, broken, newcomer]), P)
+    assert routes_of(desired) == {}
+    reasons = {(p.service, p.label): p.reason for p in desired.problems}
+    assert "not handed over" in reasons[("squatter", f"{P}.hostname")]
+    assert ("site", f"{P}.port") in reasons
+
+
+def test_age_is_compared_to_the_nanosecond_not_as_text():
+    # As strings ".1234Z" sorts after ".12345Z" and "05Z" after "05.5Z": both would invert.
+    for older, newer in (
+        ("2026-01-01T00:00:05.1234Z", "2026-01-01T00:00:05.12345Z"),
+        ("2026-01-01T00:00:05Z", "2026-01-01T00:00:05.5Z"),
+        ("2026-01-01T01:00:05+01:00", "2026-01-01T00:00:05.000000001Z"),
+    ):
+        first = b.service(
+            "zz", "first", {f"{P}.hostname": "a.example.com", f"{P}.port": "80"}, created=older
+        )
+        second = b.service(
+            "aa", "second", {f"{P}.hostname": "a.example.com", f"{P}.port": "80"}, created=newer
+        )
+        desired = desired_state(snap([NGINX, second, first]), P)
+        assert routes_of(desired) == {("a.example.com", ""): ("first", ())}, (older, newer)
+
+
+def test_a_service_whose_cluster_no_proxy_serves_is_reported():
+    lost = b.service(
+        "a1",
+        "lost",
+        {f"{P}.hostname": "a.example.com", f"{P}.port": "80", f"{P}.ext.service_cluster": "blu"},
+    )
+    desired = desired_state(snap([NGINX, lost]), P)
+    (problem,) = desired.problems
+    assert problem.label == f"{P}.ext.service_cluster" and "'blu'" in problem.reason
+
+
+def test_untrusted_proxies_get_nothing_and_are_reported():
+    trusted = b.service("p1", "edge", {f"{P}.ext.name": "nginx", "ops.proxy": "yes"})
+    rogue = b.service("p2", "rogue", {f"{P}.ext.name": "nginx"})
+    rogue_container = b.container("c1", "rogue-box", {f"{P}.ext.name": "haproxy"})
+    web = b.service("a1", "web", {f"{P}.hostname": "web.example.com", f"{P}.port": "80"})
+    snapshot = snap([trusted, rogue, web], containers=[rogue_container])
+    by_label = desired_state(snapshot, P, trust=Trust(label="ops.proxy=yes"))
+    assert [d.proxy.name for d in by_label.proxies] == ["edge"]
+    assert {p.service for p in by_label.problems} == {"rogue", "rogue-box"}
+    by_name = desired_state(snapshot, P, trust=Trust(name_pattern="edge|rogue-.*"))
+    assert sorted(d.proxy.name for d in by_name.proxies) == ["edge", "rogue-box"]
+    assert [d.proxy.name for d in desired_state(snapshot, P).proxies] == ["edge", "rogue"] + [
+        "rogue-box"
+    ]
+
+
+def test_without_leaves_out_a_service_and_keeps_the_rest():
+    one = b.service("a1", "one", {f"{P}.hostname": "one.example.com", f"{P}.port": "80"})
+    two = b.service("a2", "two", {f"{P}.hostname": "two.example.com", f"{P}.port": "80"})
+    (proxy,) = desired_state(snap([NGINX, one, two]), P).proxies
+    kept = without(proxy, ["two"])
+    assert [r.host for r in kept.routes] == ["one.example.com"]
+    assert [x.service for x in kept.backends] == ["one"]
+    assert kept.owners == (("one.example.com", "one"),)
 
 
 def test_bad_labels_leave_out_one_service_and_keep_the_rest():
