@@ -166,6 +166,23 @@ def _signal_problems(snapshot: Snapshot, prefix: str, proxies: list[Proxy]) -> l
     return found
 
 
+def _owner_changes(result: PassResult, previous: PassResult | None) -> list[tuple]:
+    """(proxy, host, old owner, new owner) for hosts that passed to another service.
+
+    A re-created owner is younger than a service that was refused the host so far, which then
+    takes it over: legitimate, but never silent.
+    """
+    if previous is None:
+        return []
+    before = {(d.proxy.name, h): o for d in previous.desired.proxies for h, o in d.owners}
+    return [
+        (d.proxy.name, host, before[(d.proxy.name, host)], owner)
+        for d in result.desired.proxies
+        for host, owner in d.owners
+        if before.get((d.proxy.name, host), owner) != owner
+    ]
+
+
 def _log_pass(result: PassResult, previous: PassResult | None) -> None:
     """Log what the pass did, and problems only when they appear (not once a second)."""
     seen = set(previous.problems) if previous else set()
@@ -179,6 +196,16 @@ def _log_pass(result: PassResult, previous: PassResult | None) -> None:
             label=problem.label,
             reason=problem.reason,
             proxy=problem.proxy,
+        )
+    for proxy, host, before, now in _owner_changes(result, previous):
+        event(
+            log,
+            "host_owner_changed",
+            logging.WARNING,
+            proxy=proxy,
+            host=host,
+            previous_owner=before,
+            owner=now,
         )
     refused_before = previous.refused if previous else {}
     for proxy, why in result.refused.items():

@@ -49,7 +49,7 @@ def test_deploy_scale_and_remove_an_app(kind, swarm, bed):
 def test_path_prefixes_with_and_without_rewrite(kind, swarm, bed):
     lab = routed(swarm, bed.docker_host)
     lab.proxy_service(kind)
-    lab.app("site", hostname=HOST, port="8080")
+    lab.app("site", hostname=HOST, port="8080", share_host="true")  # the owner lets paths in
     lab.app("api", hostname=HOST, port="8080", context_root="/api", context_root_rewrite="true")
     lab.app("raw", hostname=HOST, port="8080", context_root="/raw/v1.0")
     lab.converge()
