@@ -4,6 +4,12 @@ Templates live in ``templates/`` (packaged as ``controller.templates``). Every v
 prints goes through a filter that refuses anything outside a small safe alphabet: label values are
 validated in ``labels``, and this is the second wall, so that no label, however it got here, can
 add a directive, a block or a line to a proxy's configuration.
+
+Limits of the proxies that real configurations reach are designed away here, not left to the
+proxy's check: nginx's server-name hash is sized from the host names (a valid 73-character name
+overflows the default bucket), and HAProxy's certificates go into a ``crt-list`` file beside the
+config (a ``bind`` line holds at most 64 words, about 30 certificates). That file is one of
+``Rendered.files``: see ``Rendered`` for how it travels.
 """
 
 from __future__ import annotations
@@ -11,16 +17,18 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from importlib import resources
 from itertools import groupby
 from pathlib import Path
 
 import jinja2
 
-from .desired import DesiredProxy, Route
+from .desired import Certificate, DesiredProxy, Route
 
-_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9._:/~-]+$")
+_SAFE_TOKEN = re.compile(r"[A-Za-z0-9._:/~-]+")  # fullmatch: "$" would let a final newline in
+CRT_LIST_SUFFIX = ".crt-list"
 TEMPLATES = {"nginx": "nginx.conf.j2", "haproxy": "haproxy.cfg.j2"}
 NGINX_BALANCE = {"leastconn": "least_conn", "source": "ip_hash", "random": "random"}
 
@@ -42,6 +50,7 @@ class RenderOptions:
     client_keepalive: float = 0.0
     template_dir: str = ""  # "" uses the built-in templates
     status_port: int = 8404  # the proxies' unpublished status listener; 0 renders none
+    status_allow: tuple[str, ...] = ()  # sources besides 127.0.0.1 it answers (identity.py)
 
     @property
     def connect_timeout_ms(self) -> int:
@@ -58,8 +67,20 @@ class RenderOptions:
 
 @dataclass(frozen=True)
 class Rendered:
+    """A proxy's configuration, and the files it names that must sit beside it.
+
+    ``files`` maps an absolute path in the proxy's container to that file's text; today only an
+    HAProxy proxy serving TLS has one, its crt-list, at ``<config_path>.<12 hex>.crt-list``.
+    The name holds the digest of the file's text and the config names the file, so ``digest``
+    (of ``text`` alone) changes whenever any file changes, and a new list never overwrites the one
+    a running proxy was started with. Deploy every file before (or with) the config: rolling mode
+    mounts each as its own Docker config at its path; signal mode writes each into the container
+    before the config is checked there; a check container gets them at the same paths.
+    """
+
     text: str
-    digest: str  # sha256 of text, hex
+    digest: str  # sha256 of text, hex; covers ``files`` through their names in the text
+    files: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def short(self) -> str:
@@ -68,7 +89,7 @@ class Rendered:
 
 def safe_token(value: object) -> str:
     text = str(value)
-    if not _SAFE_TOKEN.match(text):
+    if not _SAFE_TOKEN.fullmatch(text):
         raise RenderError(f"refusing to render unsafe value {text!r}")
     return text
 
@@ -108,6 +129,80 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class NameHash:
+    """nginx's ``server_names_hash_bucket_size`` and ``_max_size`` for a set of host names."""
+
+    bucket_size: int
+    max_size: int
+
+
+_POINTER = 8  # nginx on 64-bit platforms: sizes below are upper bounds for 32-bit ones too
+_BUCKET_LIMIT = 32768  # nginx refuses a bucket above 65536 minus a cache line
+_SLACK = 3  # room in a bucket for this many of the longest names besides the fullest group
+
+
+def _align(size: int, to: int) -> int:
+    return (size + to - 1) // to * to
+
+
+def _power_of_two(size: int) -> int:
+    return 1 << max(size - 1, 0).bit_length()
+
+
+def _nginx_key(name: str) -> int:
+    """nginx's hash of a lower-case name (ngx_hash: key * 31 + byte, in a 64-bit word)."""
+    key = 0
+    for byte in name.encode():
+        key = (key * 31 + byte) & 0xFFFF_FFFF_FFFF_FFFF
+    return key
+
+
+def _entry_size(name: str) -> int:
+    """Bytes a name takes in a bucket (NGX_HASH_ELT_SIZE: value pointer, length, name)."""
+    return _POINTER + _align(len(name) + 2, _POINTER)
+
+
+def nginx_name_hash(hosts: Iterable[str]) -> NameHash:
+    """Sizes with which nginx builds its server-name hash for these hosts, and without a warning.
+
+    nginx refuses the whole config when one name does not fit in a bucket (the default bucket, a
+    cache line of 64 bytes, holds names of at most 46 characters), and it warns when no table
+    size up to ``max_size`` spreads the names so that every bucket fits. A bucket here holds the
+    largest group of names with one and the same hash (they share a bucket at any table size;
+    ``*31`` hashes collide on purpose easily, e.g. "an" and "c0") plus a few of the longest names,
+    and the table may have twice as many slots as names: nginx then finds a size quickly.
+    """
+    names = {*hosts, "_"}  # "_": the default server's name is in the same table
+    longest = max(_entry_size(name) for name in names)
+    groups: dict[int, int] = {}
+    for name in names:
+        key = _nginx_key(name)
+        groups[key] = groups.get(key, 0) + _entry_size(name)
+    needed = _POINTER + max(groups.values()) + _SLACK * longest
+    bucket = min(_power_of_two(max(64, needed)), _BUCKET_LIMIT)
+    return NameHash(bucket, _power_of_two(max(512, 2 * len(names))))
+
+
+def crt_list(certificates: Iterable[Certificate], options: RenderOptions, proxy: str) -> str:
+    """HAProxy's crt-list: a certificate file a line (its key is the same path plus ".key")."""
+    lines = [f"# Generated by interlock for proxy {safe_token(proxy)}. Do not edit."]
+    lines += [f"{safe_token(options.secrets_dir)}/{safe_token(c.file)}" for c in certificates]
+    return "\n".join(lines) + "\n"
+
+
+def crt_list_path(config_path: str, text: str) -> str:
+    """Beside the config, named by its content: a new list never replaces a list in use."""
+    return f"{config_path}.{digest(text)[:12]}{CRT_LIST_SUFFIX}"
+
+
+def _extra_files(desired: DesiredProxy, options: RenderOptions) -> dict[str, str]:
+    if desired.proxy.spec.kind != "haproxy" or not desired.certificates:
+        return {}
+    text = crt_list(desired.certificates, options, desired.proxy.name)
+    return {crt_list_path(desired.proxy.spec.config_path, text): text}
+
+
 def _haproxy_order(route: Route) -> tuple[str, int, str]:
     """HAProxy takes the first matching rule: longer path prefixes of a host must come first."""
     return route.host, -len(route.path), route.path
@@ -125,6 +220,7 @@ def render(desired: DesiredProxy, options: RenderOptions) -> Rendered:
         return f"proxy_pass http://{safe_token(backend.name)}{uri};"
 
     template = _environment(options.template_dir).get_template(TEMPLATES[desired.proxy.spec.kind])
+    files = _extra_files(desired, options)
     text = template.render(
         proxy=desired.proxy.name,
         options=options,
@@ -134,6 +230,8 @@ def render(desired: DesiredProxy, options: RenderOptions) -> Rendered:
         upstream=upstream,
         host_tls={tls.host: tls for tls in desired.tls},
         certificates=desired.certificates,
+        crt_list=next((p for p in files if p.endswith(CRT_LIST_SUFFIX)), ""),
+        server_names_hash=nginx_name_hash(route.host for route in desired.routes),
         nginx_balance=NGINX_BALANCE,
     )
-    return Rendered(text, digest(text))
+    return Rendered(text, digest(text), files)

@@ -2,7 +2,9 @@
 
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +28,7 @@ def scenario():
                 f"{P}.domain": "example.com",
                 f"{P}.port": "8080",
                 f"{P}.alias_domain.1": "www.example.com",
+                f"{P}.share_host": "true",  # api and deep serve paths under it
             },
         ),
         b.service(
@@ -81,7 +84,19 @@ def scenario():
 OPTIONS = RenderOptions(http_port=8080)
 
 
-def real_check(kind: str, text: str, tmp_path) -> subprocess.CompletedProcess:
+def real_check(
+    kind: str, text: str, tmp_path, files: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the real binary's check on ``text``, with its extra files (``Rendered.files``).
+
+    The extra files live at absolute paths beside the proxy's config; here each is written into
+    ``tmp_path`` and the config's mention of its path is pointed there (the names are unique).
+    """
+    for original, content in (files or {}).items():
+        local = tmp_path / Path(original).name
+        local.write_text(content)
+        assert text.count(original) == 1, original
+        text = text.replace(original, str(local))
     path = tmp_path / f"{kind}.conf"
     path.write_text(text)
     binary = shutil.which(kind) or f"/usr/sbin/{kind}"
@@ -184,9 +199,10 @@ def test_tls_configs_pass_the_real_binary_with_the_certificate_files(proxy, tmp_
     (cert,) = desired.certificates
     (tmp_path / cert.file).write_text(checkcert.CERT)
     (tmp_path / f"{cert.file}.key").write_text(checkcert.KEY)
-    text = render(desired, replace(OPTIONS, secrets_dir=str(tmp_path))).text
-    assert f"{tmp_path}/{cert.file}" in text
-    result = real_check(desired.proxy.spec.kind, text, tmp_path)
+    rendered = render(desired, replace(OPTIONS, secrets_dir=str(tmp_path)))
+    named = rendered.text + "".join(rendered.files.values())
+    assert f"{tmp_path}/{cert.file}" in named
+    result = real_check(desired.proxy.spec.kind, rendered.text, tmp_path, rendered.files)
     assert result.returncode == 0, result.stderr
 
 
@@ -208,3 +224,121 @@ def test_tls_with_a_missing_secret_rejects_the_service_instead_of_serving_plain_
     routes = {r.host for d in desired.proxies for r in d.routes}
     assert routes == {"plain.example.com"}
     assert {(p.service, p.label) for p in desired.problems} == {("secure", f"{P}.ssl_cert_key")}
+
+
+def routed(hosts: list[str], kind: str = "nginx", per_service: int = 500, tls: bool = False):
+    """One proxy of ``kind`` routing ``hosts``, ``per_service`` of them a service (as aliases)."""
+    services = [b.service("p1", "edge", {f"{P}.ext.name": kind})]
+    for start in range(0, len(hosts), per_service):
+        n = start // per_service
+        mine = hosts[start : start + per_service]
+        labels = {f"{P}.hostname": mine[0], f"{P}.port": "80"}
+        labels |= {f"{P}.alias_domain.{i}": h for i, h in enumerate(mine[1:])}
+        if tls:
+            labels |= {f"{P}.ssl_cert": f"crt{n}", f"{P}.ssl_cert_key": f"key{n}"}
+        services.append(b.service(f"a{n:04d}", f"app{n}", labels))
+    tasks = [b.task(f"t{s['ID']}", s["ID"], "10.0.0.2") for s in services[1:]]
+    secrets = [
+        {"ID": f"s-{kind}{n}", "Spec": {"Name": f"{kind}{n}"}}
+        for n in range(len(services))
+        for kind in ("crt", "key")
+    ]
+    snapshot = snapshot_from_api(services, tasks, [b.network("net1")], [], [], secrets)
+    desired = desired_state(snapshot, P)
+    assert not [p for p in desired.problems if p.rejected], desired.problems[:3]
+    (proxy,) = desired.proxies
+    return proxy
+
+
+def nginx_accepts(hosts: list[str], tmp_path, per_service: int = 500) -> str:
+    """nginx -t passes on the config routing ``hosts``, without a hash warning; its sizes."""
+    rendered = render(routed(hosts, per_service=per_service), OPTIONS)
+    result = real_check("nginx", rendered.text, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "server_names_hash" not in result.stderr, result.stderr[-2000:]
+    return next(line for line in rendered.text.splitlines() if "bucket_size" in line)
+
+
+@pytest.mark.parametrize("length", [47, 73, 120, 253])
+def test_a_long_valid_host_name_passes_nginx(length, tmp_path):
+    """The default bucket (a 64-byte cache line) holds at most 46 characters; 73 was seen."""
+    long = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 63])[:length].rstrip(".")
+    long = long[:-1] + "x" if long.endswith("-") else long
+    assert len(long) >= length - 1
+    nginx_accepts([long, "short.example.com"], tmp_path)
+
+
+def test_two_thousand_hosts_pass_nginx(tmp_path):
+    hosts = [f"host-{i}.{'long-' * (i % 9)}example.com" for i in range(2000)]
+    nginx_accepts(hosts, tmp_path)
+
+
+def test_hosts_with_one_and_the_same_hash_pass_nginx(tmp_path):
+    """'an' and 'c0' hash alike (31*97+110 == 31*99+48): 256 names of such blocks all share one
+    bucket at any table size; the bucket is made big enough for all of them."""
+    from itertools import product
+
+    hosts = ["".join(blocks) + ".example.com" for blocks in product(("an", "c0"), repeat=8)]
+    line = nginx_accepts(hosts, tmp_path, per_service=100)
+    assert "bucket_size 16384;" in line, line
+
+
+def test_the_hash_sizes_are_the_default_for_a_few_short_names():
+    from controller.render import nginx_name_hash
+
+    assert nginx_name_hash(["a.example.com", "b.example.com"]).max_size == 512
+    small, long = nginx_name_hash(["a.example.com"]), nginx_name_hash(["x" * 63 + ".com"])
+    assert small.bucket_size < long.bucket_size <= 1024
+
+
+def openssl_pair(directory: Path, file: str, host: str) -> None:
+    """A real self-signed certificate for ``host`` (file) and its key (file.key)."""
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-days", "2", "-subj", f"/CN={host}", "-addext", f"subjectAltName=DNS:{host}",
+            "-keyout", str(directory / f"{file}.key"), "-out", str(directory / file),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["haproxy", "nginx"])
+def test_forty_certificate_pairs_on_one_proxy(kind, tmp_path):
+    """One bind line holds ~30 certificates (64 words); the crt-list file holds any number."""
+    hosts = [f"site{i}.example.com" for i in range(40)]
+    desired = routed(hosts, kind=kind, per_service=1, tls=True)
+    assert len(desired.certificates) == 40
+    by_host = {tls.host: tls.file for tls in desired.tls}
+    for host, file in by_host.items():
+        openssl_pair(tmp_path, file, host)
+    rendered = render(desired, replace(OPTIONS, secrets_dir=str(tmp_path)))
+    result = real_check(kind, rendered.text, tmp_path, rendered.files)
+    assert result.returncode == 0, result.stderr[-2000:]
+    if kind == "haproxy":
+        (path,) = rendered.files
+        assert path.startswith("/usr/local/etc/haproxy/haproxy.cfg.") and path.endswith(".crt-list")
+        listed = rendered.files[path].splitlines()[1:]
+        assert listed == [f"{tmp_path}/{file}" for file in sorted(by_host.values())]
+        assert max(len(line.split()) for line in rendered.text.splitlines()) < 20
+
+
+def test_the_crt_list_is_named_by_its_content_and_the_digest_covers_it():
+    """A changed list gets a new name in the config, so the config's digest changes too."""
+    desired = {d.proxy.name: d for d in tls_scenario().proxies}
+    first = render(desired["hap"], OPTIONS)
+    moved = render(desired["hap"], replace(OPTIONS, secrets_dir="/run/other"))
+    ((path, text),) = first.files.items()
+    assert f"crt-list {path}\n" in first.text and "/run/secrets/tls-" in text
+    assert set(moved.files) != set(first.files) and moved.digest != first.digest
+    assert render(desired["ngx"], OPTIONS).files == {}
+
+
+@pytest.mark.parametrize("bad", ["a.example.com\n", "\na.example.com", "a\x00b", "\uff41.example"])
+def test_the_safe_token_filter_matches_the_whole_value(bad):
+    desired = scenario()["ngx"]
+    route = replace(desired.routes[0], host=bad)
+    with pytest.raises(RenderError):
+        render(replace(desired, routes=(route, *desired.routes[1:])), OPTIONS)
