@@ -4,13 +4,22 @@ Label values are user input that ends up inside a proxy configuration, so every 
 against a strict grammar here and nothing else ever reaches a template: a host is an RFC 1123 name,
 a port a number, a path a plain URL path. A bad value rejects the service (or the proxy) with a
 ``Problem`` naming the service, the label and the reason; it never raises.
+
+Every grammar is ASCII where ASCII is meant: digits are ``[0-9]`` (never ``\\d``, ``isdigit`` or a
+bare ``int()``, which take Arabic-Indic or superscript digits), host names are checked before they
+are lower-cased (``str.lower`` turns the Kelvin sign into ``k``), and every pattern must match the
+whole value (``fullmatch``; a ``$`` also matches before a trailing newline). Surrounding ASCII
+blanks are trimmed (YAML block scalars leave a newline at the end); nothing else is forgiven.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+
+from .logs import printable
 
 PROXY_KINDS = ("nginx", "haproxy")
 MODES = ("rolling", "signal")
@@ -20,12 +29,17 @@ DEFAULT_CONFIG_PATHS = {
     "haproxy": "/usr/local/etc/haproxy/haproxy.cfg",
 }
 
-_HOST_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_PATH = re.compile(r"^(/[A-Za-z0-9._~-]+)+/?$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_FILE_PATH = re.compile(r"^(/[A-Za-z0-9_.-]+)+$")
-_PORT = re.compile(r"^[0-9]{1,5}$")
-_ALIAS_NUMBERED = re.compile(r"^alias_domain\.[0-9]{1,3}$")
+# Always used with fullmatch: the whole value, nothing before or after (not even a newline).
+_HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_PATH = re.compile(r"(?:/[A-Za-z0-9._~-]+)+/?")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_FILE_PATH = re.compile(r"(?:/[A-Za-z0-9_.-]+)+")
+_PORT = re.compile(r"[0-9]{1,5}")
+_MILLIS = re.compile(r"[0-9]{1,7}")
+_ALIAS_NUMBERED = re.compile(r"alias_domain\.[0-9]{1,3}")
+_BLANKS = " \t\r\n"
+MAX_FILE_PATH = 1024
+SHOWN_CHARS = 64  # of a bad value, quoted in its Problem: enough to recognise it, never a flood
 
 # Interlock labels we know but do not (yet) turn into configuration: reported, never passed through.
 _UNSUPPORTED = ("ssl_backend", "ssl_backend_tls_verify")
@@ -48,9 +62,11 @@ class Problem:
     proxy: str = ""
 
     def __str__(self) -> str:
+        """One line for people: control characters in any part (a label key is anyone's
+        input) are shown as escapes, so they cannot forge a line or drive a terminal."""
         where = f" (proxy {self.proxy})" if self.proxy else ""
         verdict = "rejected" if self.rejected else "ignored label"
-        return f"service {self.service}{where}: {verdict}: {self.label}: {self.reason}"
+        return printable(f"service {self.service}{where}: {verdict}: {self.label}: {self.reason}")
 
 
 @dataclass(frozen=True)
@@ -76,6 +92,7 @@ class AppSpec:
     tls: TlsSpec | None = None
     health_check: str = ""  # HAProxy checks GET <path> on every task ("" no active check)
     health_interval_ms: int = DEFAULT_HEALTH_INTERVAL_MS
+    share_host: bool = False  # other services may serve paths under this service's hosts
 
 
 @dataclass(frozen=True)
@@ -88,76 +105,106 @@ class ProxySpec:
     mode: str | None  # None: the controller's default
 
 
+def shown(value: str) -> str:
+    """A bad value as quoted in a Problem: its repr, cut to SHOWN_CHARS characters."""
+    if len(value) <= SHOWN_CHARS:
+        return repr(value)
+    return f"{value[:SHOWN_CHARS]!r}... ({len(value)} characters)"
+
+
+def _trim(value: str) -> str:
+    return str(value).strip(_BLANKS)
+
+
 def host(value: str) -> str:
     """An RFC 1123 host name, lower-cased; no wildcards, no port, no trailing dot."""
-    name = value.strip().lower()
+    name = _trim(value)
     if not name or len(name) > 253:
-        raise LabelError("must be a host name of 1 to 253 characters")
-    if not all(_HOST_LABEL.match(part) for part in name.split(".")):
+        raise LabelError(f"{shown(value)} must be a host name of 1 to 253 characters")
+    # ASCII first: lower() maps some non-ASCII letters (the Kelvin sign) onto ASCII ones.
+    if not name.isascii() or not all(
+        _HOST_LABEL.fullmatch(part) for part in name.lower().split(".")
+    ):
         raise LabelError(
-            f"{value!r} is not an RFC 1123 host name (letters, digits, '-', dot-separated)"
+            f"{shown(value)} is not an RFC 1123 host name "
+            "(ASCII letters, digits, '-', dot-separated)"
         )
-    return name
+    return name.lower()
 
 
 def port(value: str) -> int:
-    text = value.strip()
-    if not _PORT.match(text) or not 1 <= int(text) <= 65535:
-        raise LabelError(f"{value!r} is not a port number from 1 to 65535")
+    text = _trim(value)
+    if not _PORT.fullmatch(text) or not 1 <= int(text) <= 65535:
+        raise LabelError(f"{shown(value)} is not a port number from 1 to 65535")
     return int(text)
 
 
 def path(value: str) -> str:
     """A plain URL path prefix such as ``/app`` or ``/api/v1``; ``/`` means the whole host."""
-    text = value.strip()
+    text = _trim(value)
     if text == "/":
         return ""
-    if len(text) > 256 or not _PATH.match(text):
+    if len(text) > 256 or not _PATH.fullmatch(text):
         raise LabelError(
-            f"{value!r} is not a plain URL path (segments of letters, digits, '.', '_', '~', '-')"
+            f"{shown(value)} is not a plain URL path of at most 256 characters "
+            "(segments of ASCII letters, digits, '.', '_', '~', '-')"
         )
     segments = text.rstrip("/").split("/")[1:]
     if any(segment in (".", "..") for segment in segments):
-        raise LabelError(f"{value!r} has a '.' or '..' segment")
+        raise LabelError(f"{shown(value)} has a '.' or '..' segment")
     return "/" + "/".join(segments)
 
 
+def _word(value: str) -> str:
+    """A keyword as written, lower-cased; a NUL for non-ASCII, which no keyword list holds."""
+    text = _trim(value)
+    return text.lower() if text.isascii() else "\0"
+
+
 def boolean(value: str) -> bool:
-    text = value.strip().lower()
+    text = _word(value)
     if text in ("true", "1", "yes"):
         return True
     if text in ("false", "0", "no", ""):
         return False
-    raise LabelError(f"{value!r} is not true or false")
+    raise LabelError(f"{shown(value)} is not true or false")
 
 
 def name(value: str) -> str:
     """A Docker object name (network, cluster): letters, digits, '_', '.', '-'."""
-    text = value.strip()
-    if not _NAME.match(text):
-        raise LabelError(f"{value!r} is not a name (letters, digits, '_', '.', '-')")
+    text = _trim(value)
+    if not _NAME.fullmatch(text):
+        raise LabelError(
+            f"{shown(value)} is not a name (ASCII letters, digits, '_', '.', '-'; "
+            "at most 128 characters)"
+        )
     return text
 
 
 def choice(value: str, allowed: tuple[str, ...]) -> str:
-    text = value.strip().lower()
+    text = _word(value)
     if text not in allowed:
-        raise LabelError(f"{value!r} is not one of {', '.join(allowed)}")
+        raise LabelError(f"{shown(value)} is not one of {', '.join(allowed)}")
     return text
 
 
 def file_path(value: str) -> str:
-    text = value.strip()
-    if not _FILE_PATH.match(text) or ".." in text.split("/"):
-        raise LabelError(f"{value!r} is not an absolute file path")
+    text = _trim(value)
+    if (
+        len(text) > MAX_FILE_PATH
+        or not _FILE_PATH.fullmatch(text)
+        or {".", ".."} & set(text.split("/"))
+    ):
+        raise LabelError(f"{shown(value)} is not an absolute file path")
     return text
 
 
 def interval_ms(value: str) -> int:
+    """ASCII digits only: int() would also take '١٢٣٤' and raise on '²' or on 5,000 digits."""
     low, high = HEALTH_INTERVAL_MS
-    text = value.strip()
-    if not text.isdigit() or not low <= int(text) <= high:
-        raise LabelError(f"{value!r} is not a number of milliseconds from {low} to {high}")
+    text = _trim(value)
+    if not _MILLIS.fullmatch(text) or not low <= int(text) <= high:
+        raise LabelError(f"{shown(value)} is not a number of milliseconds from {low} to {high}")
     return int(text)
 
 
@@ -182,6 +229,10 @@ class _Reader:
     def key(self, suffix: str) -> str:
         return f"{self.prefix}.{suffix}"
 
+    def owns(self, label: str) -> bool:
+        """A label under our prefix (another tool's labels are none of our business)."""
+        return label.startswith(self.prefix + ".")
+
     def get(self, suffix: str, parse, default=None):
         label = self.key(suffix)
         if label not in self.labels:
@@ -190,7 +241,10 @@ class _Reader:
             return parse(self.labels[label])
         except LabelError as error:
             self.problems.append(Problem(self.service, label, str(error)))
-            return default
+        except Exception as error:  # a grammar bug costs this service, never the pass
+            why = f"could not be read ({type(error).__name__}); the service is rejected"
+            self.problems.append(Problem(self.service, label, why))
+        return default
 
     def ignore(self, label: str, reason: str) -> None:
         self.problems.append(Problem(self.service, label, reason, rejected=False))
@@ -209,11 +263,8 @@ def _hosts(reader: _Reader) -> tuple[str, ...]:
         reader.problems.append(
             Problem(reader.service, reader.key("hostname"), "hostname.domain is too long")
         )
-    alias_keys = sorted(
-        key[len(reader.prefix) + 1 :]
-        for key in reader.labels
-        if key == reader.key("alias_domain") or _ALIAS_NUMBERED.match(key[len(reader.prefix) + 1 :])
-    )
+    ours = (key[len(reader.prefix) + 1 :] for key in reader.labels if reader.owns(key))
+    alias_keys = sorted(s for s in ours if s == "alias_domain" or _ALIAS_NUMBERED.fullmatch(s))
     for suffix in alias_keys:
         alias = reader.get(suffix, host)
         if alias and alias not in hosts:
@@ -226,12 +277,12 @@ def _report_unknown(reader: _Reader) -> None:
     known |= {"context_root_rewrite", "balance_algorithm", "ext.service_cluster"}
     known |= {"ssl", "ssl_only", "ssl_cert", "ssl_cert_key"}
     # WebSocket upgrades pass on every route, so the endpoint label only needs to be valid.
-    known |= {"websocket_endpoint", "health_check", "health_check_interval"}
+    known |= {"websocket_endpoint", "health_check", "health_check_interval", "share_host"}
     for label in sorted(reader.labels):
-        if not label.startswith(reader.prefix + "."):
+        if not reader.owns(label):
             continue
         suffix = label[len(reader.prefix) + 1 :]
-        if suffix in known or _ALIAS_NUMBERED.match(suffix):
+        if suffix in known or _ALIAS_NUMBERED.fullmatch(suffix):
             continue
         if suffix in _UNSUPPORTED:
             reader.ignore(label, "not supported yet; the service is routed without it")
@@ -259,6 +310,25 @@ def _tls(reader: _Reader) -> TlsSpec | None:
     return None
 
 
+Parsed = tuple[object | None, list[Problem]]
+
+
+def _total(parse: Callable[[str, Mapping[str, str], str], Parsed]):
+    """The last wall: whatever goes wrong while reading one service's labels (a bug, a value no
+    grammar foresaw) rejects that service with a Problem; it never escapes into the pass."""
+
+    @functools.wraps(parse)
+    def guarded(service: str, labels: Mapping[str, str], prefix: str):
+        try:
+            return parse(service, labels, prefix)
+        except Exception as error:
+            why = f"labels could not be read ({type(error).__name__}); the service is rejected"
+            return None, [Problem(str(service), f"{prefix}.*", why)]
+
+    return guarded
+
+
+@_total
 def parse_app(
     service: str, labels: Mapping[str, str], prefix: str
 ) -> tuple[AppSpec | None, list[Problem]]:
@@ -279,6 +349,8 @@ def parse_app(
             "health_check_interval", interval_ms, DEFAULT_HEALTH_INTERVAL_MS
         ),
     )
+    if reader.get("share_host", boolean, False):
+        spec = replace(spec, share_host=True)
     reader.get("websocket_endpoint", path)
     if reader.key("health_check") in labels and not spec.health_check:
         spec = replace(spec, health_check="/")  # health_check=/ checks the root
@@ -288,6 +360,7 @@ def parse_app(
     return (None if reader.failed else spec), reader.problems
 
 
+@_total
 def parse_proxy(
     service: str, labels: Mapping[str, str], prefix: str
 ) -> tuple[ProxySpec | None, list[Problem]]:

@@ -90,11 +90,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+def printable(value: Any) -> str:
+    """``value`` as text with every non-printable character written as its Python escape.
+
+    Label keys and values are anyone's input: a newline, an ANSI escape or a NUL in one must not
+    forge a line or repaint a terminal wherever it is shown (text logs, `validate`, `status`).
+    Printable characters, non-ASCII letters included, are kept as they are.
+    """
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _text_value(value: Any) -> str:
     text = str(value)
     if text == "" or any(c.isspace() or c in "\"'=" for c in text):
-        return json.dumps(text)
-    return text
+        return json.dumps(text)  # escapes control characters and every non-ASCII character
+    return printable(text)
 
 
 class TextFormatter(logging.Formatter):
@@ -104,12 +117,13 @@ class TextFormatter(logging.Formatter):
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         fields = fields_of(record)
         pass_id = fields.pop("pass_id", "")
-        head = f"{stamp} {record.levelname:<7} {record.getMessage():<16}"
-        where = f" [pass {pass_id}]" if pass_id else ""
-        rest = " ".join(f"{k}={_text_value(v)}" for k, v in fields.items())
+        head = f"{stamp} {record.levelname:<7} {printable(record.getMessage()):<16}"
+        where = f" [pass {printable(pass_id)}]" if pass_id else ""
+        rest = " ".join(f"{printable(k)}={_text_value(v)}" for k, v in fields.items())
         text = f"{head}{where} {rest}".rstrip()
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
+        if record.exc_info:  # a traceback keeps its lines; nothing else in it is left raw
+            lines = self.formatException(record.exc_info).split("\n")
+            text += "\n" + "\n".join(printable(line) for line in lines)
         return text
 
 

@@ -199,3 +199,128 @@ def test_health_checks_and_websocket_endpoints_are_validated():
     ):
         spec, problems = parse_app("web", bad, P)
         assert spec is None and problems, bad
+
+
+# Hostile values: every grammar is ASCII, matches the whole value, and never raises.
+
+ARABIC_1234 = "\u0661\u0662\u0663\u0664"  # Arabic-Indic digits: str.isdigit() and int() take them
+FULLWIDTH_80 = "\uff18\uff10"
+KELVIN = "\u212a"  # "K".lower() == "k": lower-casing before checking would let it in
+
+
+@pytest.mark.parametrize(
+    ("label", "value", "expected"),
+    [
+        ("hostname", "a.example.com\n", ("a.example.com",)),
+        ("hostname", " A.Example.COM\r\n", ("a.example.com",)),
+        ("port", "8080\n", 8080),
+        ("health_check_interval", "1500\n", 1500),
+        ("context_root", "/app\n", "/app"),
+        ("network", "front\n", "front"),
+    ],
+)
+def test_blanks_around_a_value_are_trimmed_and_never_reach_the_spec(label, value, expected):
+    spec, problems = parse_app("web", app(**{"hostname": "a.example.com", label: value}), P)
+    assert problems == []
+    field = {"hostname": "hosts", "health_check_interval": "health_interval_ms"}
+    got = getattr(spec, {"context_root": "context_root"}.get(label, field.get(label, label)))
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("label", "value"),
+    [
+        ("hostname", "a\n.example.com"),  # "$" matched before this newline: then render refused
+        ("hostname", "a.example.com\n\nb"),
+        ("hostname", f"{KELVIN}.example.com"),
+        ("hostname", "\uff41.example.com"),  # fullwidth a
+        ("hostname", "a\x00.example.com"),
+        ("hostname", "a.example.com."),
+        ("hostname", "a" * 100_000),
+        ("hostname", ".".join(["a" * 63] * 4)),  # 255 characters
+        ("alias_domain", "b\n.example.com"),
+        ("port", FULLWIDTH_80),
+        ("port", "\u0668\u0660"),
+        ("port", "8\n0"),
+        ("port", "\u00b2"),
+        ("port", "9" * 5000),  # int() raises past 4,300 digits
+        ("health_check_interval", ARABIC_1234),
+        ("health_check_interval", "\u00b2\u00b3\u00b9\u00b9"),  # superscripts: int() raises
+        ("health_check_interval", "\uff11\uff15\uff10\uff10"),
+        ("health_check_interval", "9" * 5000),
+        ("health_check_interval", "15\n00"),
+        ("health_check_interval", "1_500"),  # int() takes underscores
+        ("health_check_interval", "+1500"),
+        ("context_root", "/a\n/b"),
+        ("context_root", "/\uff41pp"),
+        ("context_root", "/a\x00"),
+        ("health_check", "/h\n;"),
+        ("network", "fr\nont"),
+        ("network", "\uff46ront"),
+        ("network", "n" * 129),
+        ("ssl_cert", "crt\x00"),
+        ("context_root_rewrite", "\uff54rue"),
+        ("balance_algorithm", "leastconn\x00"),
+        ("ext__service_cluster", "blue\nred"),
+    ],
+)
+def test_hostile_values_reject_the_service_with_a_problem(label, value):
+    labels = app(**{"hostname": "a.example.com", "port": "80", label: value})
+    spec, problems = parse_app("web", labels, P)
+    assert spec is None
+    (problem,) = [p for p in problems if p.rejected]
+    assert problem.label == f"{P}.{label.replace('__', '.')}"
+    assert len(str(problem)) < 400 and "\n" not in str(problem) and "\x00" not in str(problem)
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        app(ext__name="nginx\x00"),
+        app(ext__name="\uff4eginx"),
+        app(ext__name="nginx", ext__mode="signal\nx"),
+        app(ext__name="nginx", ext__config_path="/etc/nginx/nginx.conf\n/x"),
+        app(ext__name="nginx", ext__config_path="/etc/./nginx.conf"),
+        app(ext__name="nginx", ext__config_path="/\uff45tc/nginx.conf"),
+        app(ext__name="nginx", ext__config_path="/a" * 600),
+    ],
+)
+def test_hostile_proxy_labels_reject_the_proxy(labels):
+    spec, problems = parse_proxy("lb", labels, P)
+    assert spec is None and problems
+
+
+def test_only_alias_keys_of_our_prefix_and_exactly_so_add_hosts():
+    labels = app(hostname="a.example.com")
+    labels["ninechars.alias_domain.1"] = "other-tool.example.com"  # as long as "interlock"
+    labels[f"{P}.alias_domain.1\n"] = "b.example.com"
+    spec, problems = parse_app("web", labels, P)
+    assert spec.hosts == ("a.example.com",)
+    (problem,) = problems
+    assert (problem.label, problem.rejected) == (f"{P}.alias_domain.1\n", False)
+    assert str(problem).endswith("interlock.alias_domain.1\\n: unknown label")
+
+
+def test_control_characters_in_a_label_key_are_escaped_where_people_read_them():
+    labels = app(hostname="a.example.com")
+    labels[f"{P}.colour\x1b[31m\rforged line\x00"] = "x"
+    _, (problem,) = parse_app("web", labels, P)
+    shown = str(problem)
+    assert "\x1b" not in shown and "\r" not in shown and "\x00" not in shown
+    assert "colour\\x1b[31m\\rforged line\\x00: unknown label" in shown
+
+
+def test_a_bug_in_a_grammar_rejects_the_service_and_never_raises(monkeypatch):
+    def broken(value):
+        raise RuntimeError("grammar bug")
+
+    monkeypatch.setattr(lbl, "port", broken)
+    spec, problems = parse_app("web", app(hostname="a.example.com", port="80"), P)
+    assert spec is None and [p.label for p in problems] == [f"{P}.port"]
+    assert "RuntimeError" in problems[0].reason
+
+
+@pytest.mark.parametrize("parse", [parse_app, parse_proxy])
+def test_parsing_is_total_even_on_labels_that_are_not_a_mapping(parse):
+    spec, (problem,) = parse("web", None, P)  # type: ignore[arg-type]
+    assert spec is None and problem.label == f"{P}.*" and problem.rejected

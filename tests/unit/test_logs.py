@@ -140,3 +140,38 @@ def test_a_pass_that_raises_is_logged_with_its_id(captured):
     (line,) = [json.loads(x) for x in stream.getvalue().splitlines()]
     assert line["event"] == "pass_failed" and line["kind"] == "ConnectionError"
     assert len(line["pass_id"]) == 12
+
+
+HOSTILE = "colour\x1b[31m\rforged\nline\x00\u2028end"
+
+
+def test_text_lines_escape_control_characters_in_keys_values_and_names(captured):
+    """Label keys and values are anyone's input: in a text log they cannot forge a line, move
+    the cursor or colour the terminal."""
+    stream = captured(TextFormatter())
+    event(log, f"service_problem{HOSTILE}", label=HOSTILE, plain="a\x1bb", **{HOSTILE: "v"})
+    out = stream.getvalue()
+    assert out.count("\n") == 1 and out.endswith("\n")
+    assert not any(c in out[:-1] for c in "\x1b\r\n\x00\u2028")
+    assert "service_problemcolour\\x1b[31m\\rforged\\nline\\x00\\u2028end" in out
+    assert "plain=a\\x1bb" in out and "colour\\x1b[31m\\rforged\\nline\\x00\\u2028end=v" in out
+
+
+def test_json_lines_escape_control_characters_too(captured):
+    stream = captured(JsonFormatter())
+    event(log, "service_problem", label=HOSTILE, **{HOSTILE: "v"})
+    out = stream.getvalue()
+    assert out.count("\n") == 1
+    assert not any(c in out[:-1] for c in "\x1b\r\x00\u2028")
+    line = json.loads(out)
+    assert line["label"] == HOSTILE and line[HOSTILE] == "v"
+
+
+def test_a_traceback_keeps_its_lines_and_nothing_else_raw(captured):
+    stream = captured(TextFormatter())
+    try:
+        raise ValueError("bad\x1b[2Jvalue")
+    except ValueError:
+        log.exception("pass_failed")
+    out = stream.getvalue()
+    assert "\x1b" not in out and "bad\\x1b[2Jvalue" in out and "Traceback" in out
