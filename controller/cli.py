@@ -15,7 +15,7 @@ import signal
 import sys
 
 from . import app, observe, report
-from .logs import setup
+from .logs import printable, setup
 from .settings import SettingsError, load_settings
 
 
@@ -43,7 +43,7 @@ def cmd_run(controller: app.Controller) -> int:
 def cmd_once(controller: app.Controller) -> int:
     result = controller.reconciler.run_pass()
     for error in result.errors:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {printable(error)}", file=sys.stderr)
     print(
         f"pass {result.pass_id}: {len(result.actions)} action(s), "
         f"{len(result.errors)} error(s), converged={result.converged}"
@@ -57,7 +57,9 @@ def cmd_render(controller: app.Controller, proxy: str | None) -> int:
     missing = [n for n in names if n not in result.rendered]
     if missing:
         print(
-            f"no such proxy: {', '.join(missing)} (have: {', '.join(sorted(result.rendered))})",
+            printable(
+                f"no such proxy: {', '.join(missing)} (have: {', '.join(sorted(result.rendered))})"
+            ),
             file=sys.stderr,
         )
         return 1

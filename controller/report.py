@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from collections.abc import Mapping
 
+from .logs import printable
 from .plan import config_name, proxy_containers
 from .reconcile import PassResult
 
@@ -25,11 +26,14 @@ def validation_report(result: PassResult) -> list[str]:
     lines = []
     for service in sorted(set(routes) | set(problems)):
         if service in routes:
-            lines.append(f"ok       {service}: {', '.join(sorted(routes[service]))}")
+            lines.append(f"ok       {printable(service)}: {', '.join(sorted(routes[service]))}")
         lines += [
             f"{'REJECTED' if p.rejected else 'warning'} {p}" for p in problems.get(service, [])
         ]
-    lines += [f"REFUSED  proxy {proxy}: {why}" for proxy, why in sorted(result.refused.items())]
+    lines += [  # one line each: the proxy's own words may span lines or hold a label's bytes
+        f"REFUSED  proxy {printable(proxy)}: {printable(why)}"
+        for proxy, why in sorted(result.refused.items())
+    ]
     return lines
 
 
@@ -105,11 +109,11 @@ def rejected_rows(result: PassResult) -> list[dict]:
 
 
 def _table(rows: list[dict], columns: list[str]) -> list[str]:
-    widths = [max([len(c)] + [len(str(r[c])) for r in rows]) for c in columns]
+    """Aligned columns; a cell's control characters (a label key's, say) are shown escaped."""
+    cells = [[printable(r[c]) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += [
-        "  ".join(str(r[c]).ljust(w) for c, w in zip(columns, widths, strict=True)) for r in rows
-    ]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return [line.rstrip() for line in lines]
 
 

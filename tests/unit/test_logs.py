@@ -175,3 +175,16 @@ def test_a_traceback_keeps_its_lines_and_nothing_else_raw(captured):
         log.exception("pass_failed")
     out = stream.getvalue()
     assert "\x1b" not in out and "bad\\x1b[2Jvalue" in out and "Traceback" in out
+
+
+def test_status_tables_escape_control_characters_and_json_keeps_them_exact():
+    from controller.report import status_report
+
+    rejected = [{"service": "web", "label": HOSTILE, "reason": "unknown label", "proxy": ""}]
+    text = status_report([], [], rejected, as_json=False)
+    assert not any(c in text for c in "\x1b\r\x00\u2028")
+    assert "colour\\x1b[31m\\rforged\\nline\\x00\\u2028end  unknown label" in text
+    assert len(text.splitlines()) == 6  # three headers, two blank lines, one row
+    assert json.loads(status_report([], [], rejected, as_json=True))["rejected"][0]["label"] == (
+        HOSTILE
+    )
