@@ -2,8 +2,10 @@
 
 One Debian root filesystem (mmdebstrap, packages from ``images/rootfs/packages.txt``) is imported
 as ``interlock-bed/rootfs:1``; each image is then a thin classic-builder layer ``FROM`` it, built
-from ``images/<name>/``. Every image carries a label with a hash of its inputs (for derived images
-this includes the root filesystem's image ID), and is rebuilt only when that hash changes.
+from ``images/<name>/``. The multi-node bed's node image is a second root filesystem, made the
+same way from the lists in ``images/node/`` (see :mod:`tests.bed.cluster`). Every image carries
+a label with a hash of its inputs (for derived images this includes the root filesystem's image
+ID), and is rebuilt only when that hash changes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 
 IMAGES_DIR = Path(__file__).parent / "images"
 ROOTFS_IMAGE = "interlock-bed/rootfs:1"
+ROOTFS_DIR = IMAGES_DIR / "rootfs"
 HASH_LABEL = "org.interlock-bed.inputs"
 MMDEBSTRAP_TIMEOUT = 900
 
@@ -35,12 +38,12 @@ def _lines(path: Path) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
 
 
-def mmdebstrap_argv(cfg: BedConfig, target: Path) -> list[str]:
-    """The mmdebstrap call; ``INTERLOCK_BED_MIRROR`` (optional) replaces Debian's default mirror."""
-    rootfs = IMAGES_DIR / "rootfs"
+def mmdebstrap_argv(cfg: BedConfig, target: Path, folder: Path = ROOTFS_DIR) -> list[str]:
+    """The mmdebstrap call for the package and exclude lists in ``folder``;
+    ``INTERLOCK_BED_MIRROR`` (optional) replaces Debian's default mirror."""
     argv = ["mmdebstrap", "--variant=minbase", "--format=tar"]  # not --quiet: keep apt's errors
-    argv.append("--include=" + ",".join(_lines(rootfs / "packages.txt")))
-    argv += [f"--dpkgopt=path-exclude={pattern}" for pattern in _lines(rootfs / "excludes.txt")]
+    argv.append("--include=" + ",".join(_lines(folder / "packages.txt")))
+    argv += [f"--dpkgopt=path-exclude={pattern}" for pattern in _lines(folder / "excludes.txt")]
     argv += [cfg.suite, str(target)]
     mirror = os.environ.get("INTERLOCK_BED_MIRROR")
     if mirror:
@@ -48,9 +51,9 @@ def mmdebstrap_argv(cfg: BedConfig, target: Path) -> list[str]:
     return argv
 
 
-def rootfs_hash(cfg: BedConfig) -> str:
+def rootfs_hash(cfg: BedConfig, folder: Path = ROOTFS_DIR) -> str:
     """Hash of everything that shapes the root filesystem (the command line names all inputs)."""
-    argv = mmdebstrap_argv(cfg, Path("TARGET"))
+    argv = mmdebstrap_argv(cfg, Path("TARGET"), folder)
     return hashlib.sha256("\0".join(argv).encode()).hexdigest()[:16]
 
 
@@ -74,31 +77,43 @@ def current_hash(client: docker.DockerClient, name: str) -> str | None:
     return (image.labels or {}).get(HASH_LABEL)
 
 
-def build_rootfs(client: docker.DockerClient, cfg: BedConfig, wanted: str) -> None:
-    """mmdebstrap into a temporary tarball under the state dir, then import it."""
+def build_rootfs(
+    client: docker.DockerClient,
+    cfg: BedConfig,
+    wanted: str,
+    folder: Path = ROOTFS_DIR,
+    image: str = ROOTFS_IMAGE,
+) -> None:
+    """mmdebstrap (the lists in ``folder``) into a temporary tarball under the state dir, then
+    import it as ``image``."""
     started = time.monotonic()
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cfg.state_dir, prefix="rootfs-") as tmp:
         tarball = Path(tmp) / "rootfs.tar"
-        argv = mmdebstrap_argv(cfg, tarball)
+        argv = mmdebstrap_argv(cfg, tarball, folder)
         log.info("building root filesystem: %s", " ".join(argv))
         done = subprocess.run(
             argv, capture_output=True, text=True, timeout=MMDEBSTRAP_TIMEOUT, check=False
         )
         if done.returncode != 0:
             raise RuntimeError(f"mmdebstrap failed ({done.returncode}):\n{done.stderr[-3000:]}")
-        repo, tag = ROOTFS_IMAGE.rsplit(":", 1)
+        repo, tag = image.rsplit(":", 1)
         changes = [f"LABEL {HASH_LABEL}={wanted}", 'CMD ["bash"]']
         client.api.import_image_from_file(str(tarball), repository=repo, tag=tag, changes=changes)
-    log.info("root filesystem imported in %.1fs", time.monotonic() - started)
+    log.info("root filesystem %s imported in %.1fs", image, time.monotonic() - started)
 
 
-def ensure_rootfs(client: docker.DockerClient, cfg: BedConfig) -> str:
-    """Make sure the root filesystem image is current; returns its image ID."""
-    wanted = rootfs_hash(cfg)
-    if current_hash(client, ROOTFS_IMAGE) != wanted:
-        build_rootfs(client, cfg, wanted)
-    return str(client.images.get(ROOTFS_IMAGE).id)
+def ensure_rootfs(
+    client: docker.DockerClient,
+    cfg: BedConfig,
+    folder: Path = ROOTFS_DIR,
+    image: str = ROOTFS_IMAGE,
+) -> str:
+    """Make sure the root filesystem image (``folder``'s lists) is current; returns its ID."""
+    wanted = rootfs_hash(cfg, folder)
+    if current_hash(client, image) != wanted:
+        build_rootfs(client, cfg, wanted, folder, image)
+    return str(client.images.get(image).id)
 
 
 def build_image(client: docker.DockerClient, name: str, directory: Path, wanted: str) -> None:
