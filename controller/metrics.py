@@ -12,11 +12,9 @@ response classes. Nothing here holds or prints a configuration's text.
 
 from __future__ import annotations
 
-import http.server
 import json
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from .logs import event
 from .plan import PushConfig, UpdateProxyService
 from .reconcile import PassResult
 from .settings import Settings
+from .smallserver import BoundedHandler, SmallServer
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +326,7 @@ class ScrapeCollector:
         family = CounterMetricFamily(
             f"{NS}_proxy_scrape_errors",
             "Failed scrapes of proxy tasks, by reason (no_shared_network, timeout, connection, "
-            "http, parse).",
+            "forbidden, http, parse).",
             labels=["proxy", "reason"],
         )
         for (proxy, reason), count in sorted(errors.items()):
@@ -350,7 +349,7 @@ class Telemetry:
         self.latest: PassResult | None = None
         self.last_success: float | None = None
         self.last_error = ""
-        self.server: http.server.ThreadingHTTPServer | None = None
+        self.server: SmallServer | None = None
         r = self.registry
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
@@ -407,6 +406,7 @@ class Telemetry:
             registry=r,
         )
         r.register(PassCollector(self))
+        r.register(ServerCollector(self))
         self.beacon = (
             Beacon(
                 api,
@@ -500,10 +500,12 @@ class Telemetry:
             return
         address, port = self.settings.metrics_address, self.settings.metrics_port
         try:
-            self.server = serve_http(self, address, port)
+            self.server = serve_http(self, address, port, self.settings.metrics_timeout)
         except OSError as error:
+            shown = f"[{address}]" if ":" in address else address
             raise RuntimeError(
-                f"cannot serve metrics on {address}:{port} (INTERLOCK_METRICS_PORT): {error}"
+                f"cannot serve metrics on {shown}:{port} "
+                f"(INTERLOCK_METRICS_ADDRESS, INTERLOCK_METRICS_PORT): {error}"
             ) from None
         event(log, "metrics_listening", address=address, port=self.server.server_address[1])
         if self.beacon:
@@ -520,13 +522,11 @@ class Telemetry:
             self.server.server_close()
 
 
-def serve_http(telemetry: Telemetry, address: str, port: int) -> http.server.ThreadingHTTPServer:
-    """``/metrics`` and ``/healthz`` in a daemon thread; returns the running server."""
+def serve_http(telemetry: Telemetry, address: str, port: int, timeout: float = 5.0) -> SmallServer:
+    """``/metrics`` and ``/healthz`` in daemon threads (bounded: see ``smallserver``); returns
+    the running server."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        server_version = "interlock"
-        sys_version = ""
-
+    class Handler(BoundedHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
@@ -544,10 +544,23 @@ def serve_http(telemetry: Telemetry, address: str, port: int) -> http.server.Thr
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args) -> None:  # no access log on stderr
-            pass
+    return SmallServer(address, port, Handler, timeout=timeout, name="interlock-metrics").start()
 
-    server = http.server.ThreadingHTTPServer((address, port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="interlock-metrics", daemon=True).start()
-    return server
+
+class ServerCollector:
+    """Connections the metrics endpoint closed before answering (a flood shows here)."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+
+    def collect(self) -> Iterable[Metric]:
+        server = self.telemetry.server
+        family = CounterMetricFamily(
+            f"{NS}_http_connections_closed",
+            "Connections to /metrics closed unanswered: timeout (no full request in time), "
+            "evicted (too many waiting), busy (every worker busy), too_large (request head).",
+            labels=["reason"],
+        )
+        for reason, count in sorted((server.closed if server else {}).items()):
+            family.add_metric([reason], count)
+        yield family

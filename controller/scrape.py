@@ -19,17 +19,16 @@ import http.client
 import io
 import logging
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .desired import Proxy
+from .identity import own_container, own_container_hints
 from .logs import event
 from .periodic import Periodic
-from .snapshot import Container, Snapshot
+from .snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +204,12 @@ def fetch(address: str, port: int, path: str, timeout: float) -> str:
         raise ScrapeError("connection", f"{address}:{port}: {error}") from None
     finally:
         connection.close()
+    if response.status == 403:
+        raise ScrapeError(
+            "forbidden",
+            f"{address}:{port}{path}: HTTP 403: the proxy does not allow the controller's address "
+            "(is the controller in a container of its own engine? else set INTERLOCK_STATUS_ALLOW)",
+        )
     if response.status != 200:
         raise ScrapeError("http", f"{address}:{port}{path}: HTTP {response.status}")
     return body.decode(errors="replace")
@@ -216,33 +221,6 @@ def scrape_target(target: Target, timeout: float) -> list[Sample]:
 
 
 # -- choosing targets -----------------------------------------------------------------------
-
-_CONTAINER_ID = re.compile(r"/containers/([0-9a-f]{64})/")
-_SHORT_ID = re.compile(r"^[0-9a-f]{12}$")
-
-
-def own_container_hints() -> tuple[set[str], str]:
-    """What this process knows of its own container: ids seen in its mounts, and its hostname."""
-    try:
-        mounts = Path("/proc/self/mountinfo").read_text()
-    except OSError:
-        mounts = ""
-    return set(_CONTAINER_ID.findall(mounts)), socket.gethostname()
-
-
-def own_container(
-    containers: Iterable[Container], ids: Collection[str], hostname: str
-) -> Container | None:
-    """The controller's own container on its engine, or None (e.g. it runs on a host)."""
-    containers = list(containers)
-    for container in containers:
-        if container.id in ids:
-            return container
-    if _SHORT_ID.match(hostname):
-        matches = [c for c in containers if c.id.startswith(hostname)]
-        if len(matches) == 1:
-            return matches[0]
-    return None
 
 
 def scrape_targets(

@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .identity import parse_allow
+
 LABEL_PREFIX_PATTERN = re.compile(
     r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$"
 )
@@ -50,7 +52,12 @@ class Settings(BaseSettings):
         "", description="folder with your own nginx.conf.j2 / haproxy.cfg.j2 (default: built-in)"
     )
     metrics_port: int = Field(9100, ge=0, le=65535, description="0 disables the HTTP endpoint")
-    metrics_address: str = Field("0.0.0.0", description="address the metrics endpoint binds to")
+    metrics_address: str = Field(
+        "0.0.0.0", description="address the metrics endpoint binds to (IPv4 or IPv6, :: = both)"
+    )
+    metrics_timeout: float = Field(
+        5.0, gt=0, le=60, description="seconds a metrics client has to send its request and read"
+    )
     health_max_age: float = Field(
         0.0,
         ge=0,
@@ -64,6 +71,11 @@ class Settings(BaseSettings):
         le=65535,
         description="unpublished port of the proxies' status listener (nginx stub_status, "
         "HAProxy stats); 0 renders none",
+    )
+    status_allow: str = Field(
+        "",
+        description="comma-separated addresses or CIDRs that may read the proxies' status pages "
+        "besides 127.0.0.1 and the controller's own container",
     )
     scrape_interval: float = Field(
         15.0, ge=0, le=3600, description="seconds between scrapes of the proxies; 0 disables"
@@ -82,11 +94,22 @@ class Settings(BaseSettings):
     @field_validator("metrics_address")
     @classmethod
     def _is_address(cls, value: str) -> str:
+        """An IP address, IPv6 in brackets or not; a host name would bind to whatever it
+        resolves to at start, so it is refused."""
+        bare = value.strip()
+        if bare.startswith("[") and bare.endswith("]"):
+            bare = bare[1:-1]
         try:
-            ipaddress.ip_address(value)
+            return str(ipaddress.ip_address(bare))
         except ValueError:
-            raise ValueError("must be an IP address such as 0.0.0.0 or 127.0.0.1") from None
-        return value
+            raise ValueError(
+                "must be an IP address such as 0.0.0.0, 127.0.0.1, :: or ::1"
+            ) from None
+
+    @field_validator("status_allow")
+    @classmethod
+    def _is_allow_list(cls, value: str) -> str:
+        return ",".join(parse_allow(value))
 
     @field_validator("proxy_status_port")
     @classmethod

@@ -1,17 +1,22 @@
 """Metrics on the real Swarm: the real `interlock run` with its endpoint on 127.0.0.1, the beacon's
 container figures of routed tasks, and real nginx stub_status and HAProxy stats scraped from a
-container on the proxies' network (the controller itself runs on the host, off the overlay)."""
+container on the proxies' network that the controller takes for its own (the controller itself
+runs on the host, off the overlay), while another container there is refused."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from controller import identity, reconcile, scrape
+from controller.app import Controller
 from tests.bed.probes import free_port, wait_until
 from tests.swarm.controlled import routed
 
@@ -124,42 +129,117 @@ def test_metrics_of_passes_proxies_and_routed_containers(swarm, bed, tmp_path):
 
 SCRAPE = """
 import json, sys
-from controller.scrape import Target, scrape_target
+from controller.scrape import ScrapeError, Target, scrape_target
 address, kind, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-samples = scrape_target(Target("p", kind, "t", address, port), 3.0)
-print(json.dumps([[s.name, dict(s.labels), s.value] for s in samples]))
+try:
+    samples = scrape_target(Target("p", kind, "t", address, port), 3.0)
+except ScrapeError as error:
+    print(json.dumps({"error": error.reason, "detail": str(error)}))
+else:
+    print(json.dumps([[s.name, dict(s.labels), s.value] for s in samples]))
+"""
+HINTS = """
+import json
+from controller.identity import own_container_hints
+ids, hostname = own_container_hints()
+print(json.dumps([sorted(ids), hostname]))
+"""
+RAW_GET = """
+import socket, sys
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3) as sock:
+    sock.sendall(f"GET {sys.argv[3]} HTTP/1.0\\r\\n\\r\\n".encode())
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+print(answer.split(b"\\r\\n", 1)[0].decode() or "closed")
 """
 
 
-def scrape_from_the_network(swarm, network, address: str, kind: str) -> list:
-    """Run the controller's scrape function in a container on the proxies' overlay network."""
+def python_in(container, script: str, *args: str):
+    """Run a script of the work tree (mounted at /src) in ``container``; its last line, as JSON
+    when it is JSON."""
+    code, output = container.exec_run(["python3", "-c", script, *args], workdir="/src")
+    text = output.decode(errors="replace")
+    assert code == 0, text
+    last = text.strip().splitlines()[-1]
+    return json.loads(last) if last[:1] in "[{" else last
+
+
+def on_the_network(swarm, network, suffix: str):
+    """A long-running container of the bed's Python image on ``network``, the work tree at /src;
+    returns it and its address there."""
     container = swarm.container(
-        f"scrape-{kind}",
+        suffix,
         swarm.images.python,
-        ["python3", "-c", SCRAPE, address, kind, str(STATUS_PORT)],
+        ["python3", "-c", "import time; time.sleep(900)"],
         network=network.name,
         volumes={str(REPO): {"bind": "/src", "mode": "ro"}},
-        working_dir="/src",
         environment={"PYTHONDONTWRITEBYTECODE": "1"},
     )
-    status = container.wait(timeout=60)["StatusCode"]
-    output = container.logs().decode()
-    assert status == 0, output
-    return json.loads(output.strip().splitlines()[-1])
+    container.reload()
+    address = container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
+    return container, address
+
+
+def as_the_controller(monkeypatch, lab, hints) -> None:
+    """Make this test's controller (a process on the host) take ``hints`` for its own container,
+    so ``identity.status_allow`` finds that container's addresses, as a controller running in
+    it would.
+
+    Until reconcile fills ``RenderOptions.status_allow`` itself (the lead's wiring), the options
+    are given the same list here, computed the same way from a fresh snapshot.
+    """
+    monkeypatch.setattr(identity, "own_container_hints", lambda: hints)
+    if "status_allow" not in inspect.getsource(reconcile):
+        snapshot = lab.controller.reconciler.observer.snapshot()
+        allowed = identity.status_allow(snapshot, lab.settings)
+        plain = reconcile.render_options
+        monkeypatch.setattr(
+            reconcile, "render_options", lambda s: replace(plain(s), status_allow=allowed)
+        )
+    # Built again, so that whatever it prepares at start sees the above.
+    lab.controller = Controller.from_settings(lab.settings, lab.swarm.client.api)
 
 
 @pytest.mark.parametrize("kind", ["nginx", "haproxy"])
-def test_the_proxies_own_traffic_figures_are_scraped(kind, swarm, bed):
+def test_status_pages_answer_the_controller_and_refuse_an_app(kind, swarm, bed, monkeypatch):
+    """The controller's container scrapes the proxy's own figures; an app container on the same
+    network gets 403 from the same port."""
     lab = routed(swarm, bed.docker_host)
+    scraper, scraper_address = on_the_network(swarm, lab.network, "scraper")
+    intruder, intruder_address = on_the_network(swarm, lab.network, "app-box")
+    ids, hostname = python_in(scraper, HINTS)
+    assert scraper.id in ids, (ids, hostname)  # found in its own mountinfo
+    as_the_controller(monkeypatch, lab, (set(ids), hostname))
+    snapshot = lab.controller.reconciler.observer.snapshot()
+    assert identity.status_allow(snapshot, lab.settings) == (scraper_address,)
+
     lab.proxy_service(kind)
     lab.app("app", hostname=HOST, port="8080")
-    lab.converge()
+    first = lab.converge()
     for _ in range(7):
         assert lab.get(HOST)[0] == 200
+    again = lab.controller.reconciler.run_pass()
+    assert not again.actions, again.actions  # the allowed list does not churn the config
+    text = first.rendered[lab.proxy.name].text
+    assert scraper_address in text and intruder_address not in text
+
     (address,) = swarm.task_addresses(lab.proxy, lab.network)
-    samples = scrape_from_the_network(swarm, lab.network, address, kind)
+    port = str(STATUS_PORT)
+    samples = python_in(scraper, SCRAPE, address, kind, port)
+    refused = python_in(intruder, SCRAPE, address, kind, port)
+    path = scrape.STATUS_PATHS[kind]
+    raw = {who: python_in(c, RAW_GET, address, port, path) for who, c in
+           (("controller", scraper), ("app", intruder))}  # fmt: skip
+    app_got = refused.get("error") if isinstance(refused, dict) else f"{len(refused)} samples"
+    print(
+        f"{kind} status {address}:{port}: controller {scraper_address} got {len(samples)} "
+        f"samples ({raw['controller']}); app {intruder_address} got {app_got} ({raw['app']})"
+    )
+    assert app_got == "forbidden", f"an app container read the status page: {raw['app']}"
+    assert raw["app"] == "HTTP/1.1 403 Forbidden" or raw["app"].endswith(" 403 Forbidden")
+    assert raw["controller"].endswith(" 200 OK")
     figures = {(name, tuple(sorted(labels.items()))): number for name, labels, number in samples}
-    print(f"{kind}: {len(samples)} samples from {address}:{STATUS_PORT}")
     assert figures[("http_requests_total", ())] >= 7
     assert figures[("connections_accepted_total", ())] >= 7
     assert ("connections_active", ()) in figures

@@ -10,18 +10,23 @@ from pathlib import Path
 
 import pytest
 
+from controller import identity
 from controller.desired import desired_state
+from controller.identity import parse_allow, status_allow
 from controller.metrics import ScrapeCollector
+from controller.render import RenderOptions, render
 from controller.scrape import (
     ScrapeError,
     Scraper,
     Target,
+    fetch,
     own_container,
     parse_haproxy_csv,
     parse_stub_status,
     scrape_target,
     scrape_targets,
 )
+from controller.settings import Settings, SettingsError, load_settings
 from controller.snapshot import snapshot_from_api
 from tests import builders as b
 
@@ -119,7 +124,8 @@ def test_the_controller_finds_itself_by_mount_or_by_hostname_or_not_at_all():
 class _Status(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         body = STUB.encode() if self.path == "/stub_status" else b"nope"
-        self.send_response(200 if self.path == "/stub_status" else 404)
+        status = {"/stub_status": 200, "/forbidden": 403}.get(self.path, 404)
+        self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -178,3 +184,94 @@ def test_a_wrong_page_is_an_http_error(status_server):
     with pytest.raises(ScrapeError) as caught:
         scrape_target(Target("p", "haproxy", "t", "127.0.0.1", status_server), 2)
     assert caught.value.reason == "http"
+
+
+def test_a_refused_scrape_says_forbidden_and_names_the_setting(status_server):
+    with pytest.raises(ScrapeError) as caught:
+        fetch("127.0.0.1", status_server, "/forbidden", 2)
+    assert caught.value.reason == "forbidden"
+    assert "INTERLOCK_STATUS_ALLOW" in str(caught.value)
+
+
+# -- who may read the status pages ------------------------------------------------------------
+
+
+def _with_addresses(raw: dict, addresses: dict[str, str]) -> dict:
+    for network, address in addresses.items():
+        raw["NetworkSettings"]["Networks"][network]["IPAddress"] = address
+    return raw
+
+
+def identity_snapshot(reverse: bool = False):
+    """The controller on net1 and net2, an app container on net1, and a proxy task."""
+    me = _with_addresses(
+        b.container(ME, "controller", {}, networks=["net1", "net2"]),
+        {"net1": "10.0.1.9", "net2": "10.0.0.20"},
+    )
+    app = _with_addresses(b.container("a" * 64, "app", {}, networks=["net1"]), {"net1": "10.0.1.5"})
+    services = [b.service("p1", "ngx", {f"{P}.ext.name": "nginx"}, networks=["net1", "net2"])]
+    tasks = [b.task("p1task000001x", "p1", "10.0.1.2", network="net1")]
+    containers = [app, me][:: -1 if reverse else 1]
+    return snapshot_from_api(
+        services, tasks, [b.network("net1"), b.network("net2")], [], containers
+    )
+
+
+def test_status_allow_is_the_controllers_own_addresses_and_the_setting_sorted():
+    settings = Settings(status_allow="192.168.0.0/16, 10.0.0.20, fd00::1, 10.0.0.3")
+    allowed = status_allow(identity_snapshot(), settings, ({ME}, "x"))
+    # By address, not by text ("10.0.0.3" < "10.0.0.20"), duplicates once, IPv4 first.
+    assert allowed == ("10.0.0.3", "10.0.0.20", "10.0.1.9", "192.168.0.0/16", "fd00::1")
+    assert "10.0.1.5" not in allowed  # the app container on the same network
+    by_hostname = status_allow(identity_snapshot(reverse=True), settings, (set(), ME[:12]))
+    assert by_hostname == allowed  # found by hostname, listed in another order: same answer
+
+
+def test_status_allow_renders_the_same_config_every_pass():
+    """The allowed list is part of the config: two passes of one Swarm render one digest."""
+    settings = Settings(label_prefix=P, status_allow="10.9.0.0/16")
+    digests = set()
+    for reverse in (False, True, False):
+        snap = identity_snapshot(reverse)
+        options = RenderOptions(status_allow=status_allow(snap, settings, ({ME}, "x")))
+        digests.add(render(desired_state(snap, P).proxies[0], options).digest)
+    assert len(digests) == 1
+
+
+def test_a_controller_outside_any_container_allows_only_the_setting():
+    snap = identity_snapshot()
+    assert status_allow(snap, Settings(), (set(), "my-laptop")) == ()
+    assert status_allow(snap, Settings(status_allow="10.0.0.0/8"), (set(), "x")) == ("10.0.0.0/8",)
+
+
+def test_the_controller_finds_its_id_in_mountinfo_or_cgroup(monkeypatch):
+    files = {
+        "/proc/self/mountinfo": f"1 2 0:1 /var/lib/docker/containers/{ME}/hostname /etc/hostname"
+        " rw - ext4 /dev/sda1 rw\n",
+        "/proc/self/cgroup": f"0::/system.slice/docker-{'b' * 64}.scope\n",
+    }
+    monkeypatch.setattr(identity, "_read", lambda path: files.get(path, ""))
+    ids, _ = identity.own_container_hints()
+    assert ids == {ME, "b" * 64}
+    files["/proc/self/cgroup"] = f"12:pids:/docker/{'c' * 64}\n"
+    assert identity.own_container_hints()[0] == {ME, "c" * 64}
+
+
+@pytest.mark.parametrize(
+    "bad", ["10.0.0.5/8", "example.com", "10.0.0.1 10.0.0.2", "10.0.0.1/33", "\u0661\u0660.0.0.1"]
+)
+def test_a_bad_status_allow_is_refused_naming_the_variable(bad, monkeypatch):
+    monkeypatch.setenv("INTERLOCK_STATUS_ALLOW", f"10.0.0.1,{bad}")
+    with pytest.raises(SettingsError, match=r"INTERLOCK_STATUS_ALLOW: .*not an address or CIDR"):
+        load_settings()
+
+
+def test_status_allow_is_bounded_and_normalised():
+    many = ",".join(f"10.0.{i}.1" for i in range(identity.MAX_ALLOW + 1))
+    with pytest.raises(ValueError, match="at most"):
+        parse_allow(many)
+    assert parse_allow(" 10.0.0.1 ,, 10.0.0.0/8,10.0.0.1/32,::ffff:0:0/96 ") == (
+        "10.0.0.0/8",
+        "10.0.0.1",
+        "::ffff:0:0/96",
+    )
