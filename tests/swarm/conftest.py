@@ -12,6 +12,9 @@ Fixtures:
              ``update_service()``, ``wait_updated()``, ``wait_http()``. Everything it made (all
              labelled ``interlock-test=<id>``) is removed at teardown, and only that.
 
+Multi-node tests use ``cluster``, ``cluster_swarm`` and ``cluster_swarm_exclusive`` from
+:mod:`tests.swarm.cluster_fixtures` (a 3-node Swarm of node containers on the bed; see there).
+
 Plain helpers live in :mod:`tests.bed.probes`: ``free_port()``, ``http_get(port, host_header,
 path="/", timeout=5.0)`` -> (status, body), ``wait_until(predicate, timeout, interval)``.
 """
@@ -27,6 +30,12 @@ import pytest
 from tests.bed import Bed, ensure_bed
 from tests.bed.engine import DEFAULT_SOCKET, socket_fingerprint
 from tests.bed.harness import SwarmTest
+from tests.swarm.cluster_fixtures import (  # noqa: F401 (fixtures and a hook, used by name)
+    cluster,
+    cluster_swarm,
+    cluster_swarm_exclusive,
+    pytest_terminal_summary,
+)
 
 HERE = Path(__file__).parent
 
