@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from . import identity
 from . import plan as planning
 from .act import Executor, Outcome
 from .check import Checker
@@ -136,6 +137,9 @@ class Reconciler:
         calls_before = self.observer.calls + self.executor.calls
         prefix = self.settings.label_prefix
         snapshot = self.observer.snapshot()
+        # The proxies' status pages answer the controller alone: its addresses are in the config.
+        allowed = identity.status_allow(snapshot, self.settings)
+        self.verifier.options = replace(render_options(self.settings), status_allow=allowed)
         desired = desired_state(snapshot, prefix, self.settings.mode, trust(self.settings))
         signal_proxies = [d.proxy for d in desired.proxies if d.proxy.mode == "signal"]
         served = self.served(snapshot, signal_proxies) if signal_proxies else {}

@@ -47,6 +47,14 @@ class Settings(BaseSettings):
         description="nginx keepalive_timeout to clients; 0 (default) loses no request on reload",
     )
     max_connections: int = Field(4096, ge=16, le=1_000_000)
+    proxy_trust_label: str = Field(
+        "",
+        description="label KEY or KEY=VALUE a service or container must carry to be a proxy "
+        "('' = any labelled proxy is trusted)",
+    )
+    proxy_name_pattern: str = Field(
+        "", description="regex a proxy's whole name must match to be trusted ('' = any)"
+    )
     docker_timeout: float = Field(30.0, gt=0, description="seconds per Docker API call")
     template_dir: str = Field(
         "", description="folder with your own nginx.conf.j2 / haproxy.cfg.j2 (default: built-in)"
@@ -134,7 +142,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a folder")
         return value
 
-    @field_validator("beacon_image_pattern")
+    @field_validator("beacon_image_pattern", "proxy_name_pattern")
     @classmethod
     def _is_regex(cls, value: str) -> str:
         try:
@@ -143,7 +151,7 @@ class Settings(BaseSettings):
             raise ValueError(f"not a regular expression: {error}") from None
         return value
 
-    @field_validator("beacon_label")
+    @field_validator("beacon_label", "proxy_trust_label")
     @classmethod
     def _is_label_rule(cls, value: str) -> str:
         key = value.split("=", 1)[0]

@@ -5,17 +5,15 @@ runs on the host, off the overlay), while another container there is refused."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import urllib.error
 import urllib.request
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller import identity, reconcile, scrape
+from controller import identity, scrape
 from controller.app import Controller
 from tests.bed.probes import free_port, wait_until
 from tests.swarm.controlled import routed
@@ -185,18 +183,8 @@ def as_the_controller(monkeypatch, lab, hints) -> None:
     """Make this test's controller (a process on the host) take ``hints`` for its own container,
     so ``identity.status_allow`` finds that container's addresses, as a controller running in
     it would.
-
-    Until reconcile fills ``RenderOptions.status_allow`` itself (the lead's wiring), the options
-    are given the same list here, computed the same way from a fresh snapshot.
     """
     monkeypatch.setattr(identity, "own_container_hints", lambda: hints)
-    if "status_allow" not in inspect.getsource(reconcile):
-        snapshot = lab.controller.reconciler.observer.snapshot()
-        allowed = identity.status_allow(snapshot, lab.settings)
-        plain = reconcile.render_options
-        monkeypatch.setattr(
-            reconcile, "render_options", lambda s: replace(plain(s), status_allow=allowed)
-        )
     # Built again, so that whatever it prepares at start sees the above.
     lab.controller = Controller.from_settings(lab.settings, lab.swarm.client.api)
 

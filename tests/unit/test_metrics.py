@@ -15,10 +15,11 @@ from controller.act import Outcome
 from controller.desired import desired_state
 from controller.metrics import Telemetry, health, label_kind, serve_http
 from controller.plan import CreateConfig, PushConfig, RemoveConfig, UpdateProxyService
-from controller.reconcile import PassResult, render_all
+from controller.reconcile import PassResult
 from controller.render import RenderOptions
 from controller.settings import Settings
 from controller.snapshot import snapshot_from_api
+from controller.verify import render_all
 from tests import builders as b
 
 P = "interlock"
@@ -28,7 +29,11 @@ def snapshot():
     services = [
         b.service("p1", "ngx", {f"{P}.ext.name": "nginx"}),
         b.service("p2", "hap", {f"{P}.ext.name": "haproxy", f"{P}.ext.mode": "signal"}),
-        b.service("a1", "web", {f"{P}.hostname": "web.example.com", f"{P}.port": "80"}),
+        b.service(
+            "a1",
+            "web",
+            {f"{P}.hostname": "web.example.com", f"{P}.port": "80", f"{P}.share_host": "true"},
+        ),
         b.service(
             "a2",
             "api",
