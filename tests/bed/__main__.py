@@ -14,7 +14,15 @@ import sys
 import time
 
 from .bed import Bed, bed_down, bed_status, ensure_bed
-from .cluster import Cluster, ClusterConfig, answers, cluster_down, cluster_status, ensure_cluster
+from .cluster import (
+    Cluster,
+    ClusterConfig,
+    answers,
+    cluster_down,
+    cluster_status,
+    ensure_cluster,
+    node_count,
+)
 from .clusterharness import clean_cluster_leftovers
 from .config import BedConfig
 from .harness import clean_leftovers
@@ -48,10 +56,11 @@ def _status(args: argparse.Namespace) -> int:
     """Print the status as JSON; exit 0 only when the bed is fully up, and the nodes too when
     there are any (or ``--nodes N`` asks for them)."""
     status = bed_status()
-    cluster = cluster_status(ClusterConfig.from_env(args.nodes or None))
+    running = node_count(BedConfig.from_env())
+    cluster = cluster_status(ClusterConfig.from_env(args.nodes or running or None))
     status["cluster"] = cluster
     print(json.dumps(status, indent=2))
-    wanted = bool(args.nodes) or any(n["container"] != "missing" for n in cluster["nodes"])
+    wanted = bool(args.nodes or running)
     return 0 if status["up"] and (cluster["up"] or not wanted) else 1
 
 

@@ -564,6 +564,15 @@ def _extra_nodes(client: docker.DockerClient, cfg: ClusterConfig) -> list[int]:
     return sorted(int(c.labels[NODE_LABEL]) for c in found if int(c.labels[NODE_LABEL]) > cfg.nodes)
 
 
+def node_count(cfg: BedConfig) -> int:
+    """How many nodes the bed runs now (the highest node index; 0 when none or no engine)."""
+    if not answers(cfg.docker_host):
+        return 0
+    with contextlib.closing(client_for(cfg, timeout=30)) as bed:
+        found = bed.containers.list(all=True, filters={"label": NODE_LABEL})
+    return max((int(c.labels[NODE_LABEL]) for c in found), default=0)
+
+
 def ensure_cluster(cfg: ClusterConfig | None = None) -> Cluster:
     """Bring up the bed and the nodes, reusing whatever already works; safe from many processes."""
     cfg = cfg or ClusterConfig.from_env()
