@@ -2,8 +2,10 @@
 # The one test command: on a fresh Debian 12 machine, as root, from anywhere in the repo:
 #   bash scripts/test.sh [pytest args...]     (default: all tests; e.g. `tests/swarm -k reload`)
 # Installs what the suite needs (apt, once), a venv at .venv with the project and its test extras,
-# brings up the private Docker Swarm test bed (python -m tests.bed up; reused when already up),
-# then runs pytest. Any failure, including "no tests collected" (pytest exit 5), exits non-zero.
+# brings up the private Docker Swarm test bed (python -m tests.bed up; reused when already up) and
+# its 3-node Swarm of node containers for the multi-node tests (up --nodes 3; INTERLOCK_BED_NODES=0
+# leaves it out, and then those tests skip, except under CI where they fail), then runs pytest.
+# Any failure, including "no tests collected" (pytest exit 5), exits non-zero.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -21,6 +23,11 @@ fi
 t=$(date +%s); step "apt packages"; install_packages; elapsed "$t"
 t=$(date +%s); step "python venv (.venv)"; make_venv; elapsed "$t"
 t=$(date +%s); step "test bed (python -m tests.bed up)"; .venv/bin/python -m tests.bed up; elapsed "$t"
+nodes=${INTERLOCK_BED_NODES:-3}
+if [ "$nodes" != 0 ]; then
+  t=$(date +%s); step "multi-node bed (python -m tests.bed up --nodes $nodes)"
+  .venv/bin/python -m tests.bed up --nodes "$nodes"; elapsed "$t"
+fi
 .venv/bin/python -m tests.bed clean --older-than 3600
 
 step "pytest"

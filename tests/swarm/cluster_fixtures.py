@@ -26,6 +26,7 @@ from tests.bed import Bed
 from tests.bed.cluster import Cluster, ClusterConfig, ensure_cluster
 from tests.bed.clusterharness import ClusterTest, nodes_lock
 
+MIN_NODES = 3  # a manager and two workers: the tests drain one node and route across the others
 SEEN: list[str] = []  # what the terminal summary says about the cluster the tests ran on
 
 
@@ -53,7 +54,12 @@ def cluster(bed: Bed) -> Iterator[Cluster]:
     started = time.monotonic()
     found, reason = None, ""
     try:
-        found = ensure_cluster(ClusterConfig.from_env())
+        config = ClusterConfig.from_env()
+        if config.nodes < MIN_NODES:
+            raise ValueError(
+                f"the tests need {MIN_NODES} nodes, INTERLOCK_BED_NODES={config.nodes}"
+            )
+        found = ensure_cluster(config)
     except Exception as err:
         reason = f"{type(err).__name__}: {err}"
     if found is None:
