@@ -23,7 +23,7 @@ import docker.errors
 from . import checkcert
 from .desired import DesiredProxy
 from .logs import event
-from .render import RenderOptions, render
+from .render import Rendered, RenderOptions, render
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,11 @@ def tar_files(files: dict[str, str], mode: int = 0o644) -> bytes:
     return buffer.getvalue()
 
 
-def check_files(desired: DesiredProxy, text: str, secrets_dir: str) -> dict[str, str]:
-    """The config, and the stand-in certificate at each path the config names (from "/")."""
-    files = {f"{CHECK_DIR}/{CHECK_FILE}".lstrip("/"): text}
+def check_files(desired: DesiredProxy, rendered: Rendered, secrets_dir: str) -> dict[str, str]:
+    """The config, the files it names beside it (HAProxy's crt-list), and the stand-in
+    certificate at each path the config names (paths from "/")."""
+    files = {f"{CHECK_DIR}/{CHECK_FILE}".lstrip("/"): rendered.text}
+    files.update({path.lstrip("/"): text for path, text in rendered.files.items()})
     for cert in desired.certificates:
         base = f"{secrets_dir}/{cert.file}".lstrip("/")
         files[base], files[f"{base}.key"] = checkcert.CERT, checkcert.KEY
@@ -93,10 +95,10 @@ class Checker:
     timeout: float = 30.0
     verdicts: dict[tuple[str, str], Verdict] = field(default_factory=dict)
 
-    def check(self, desired: DesiredProxy, text: str, options: RenderOptions) -> Verdict:
+    def check(self, desired: DesiredProxy, rendered: Rendered, options: RenderOptions) -> Verdict:
         key = (desired.proxy.image, shape(desired, options))
         if key not in self.verdicts:
-            files = check_files(desired, text, options.secrets_dir)
+            files = check_files(desired, rendered, options.secrets_dir)
             remember(
                 self.verdicts, key, self._run(desired.proxy.image, desired.proxy.spec.kind, files)
             )

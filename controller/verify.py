@@ -102,7 +102,7 @@ class Verifier:
             return Verdict(False, f"render refused: {error}")
         if not check or self.checker is None:
             return rendered
-        verdict = self.checker.check(desired, rendered.text, self.options)
+        verdict = self.checker.check(desired, rendered, self.options)
         if verdict.ok:
             return rendered
         return Verdict(False, f"{desired.proxy.spec.kind} refused the config: {verdict.output}")

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 from controller.check import MEMORY, check_files, remember, shape
 from controller.desired import desired_state
-from controller.render import RenderOptions
+from controller.render import Rendered, RenderOptions
 from controller.snapshot import snapshot_from_api
 from tests import builders as b
 
@@ -34,11 +34,14 @@ def test_the_same_routes_with_other_addresses_have_the_same_shape():
 
 def test_the_check_gets_stand_in_certificates_where_the_config_names_them():
     desired = one_proxy([b.task("t1", "a1", "10.0.0.2")])
-    assert set(check_files(desired, "text", "/run/secrets")) == {"tmp/interlock-check.conf"}
+    text = Rendered("text", "d")
+    assert set(check_files(desired, text, "/run/secrets")) == {"tmp/interlock-check.conf"}
     from controller.desired import certificate
 
     tls = replace(desired, certificates=(certificate("crt", "key"),))
-    files = check_files(tls, "text", "/run/secrets")
+    beside = Rendered("text", "d", {"/etc/haproxy/haproxy.cfg.ab.crt-list": "list"})
+    files = check_files(tls, beside, "/run/secrets")
+    assert files["etc/haproxy/haproxy.cfg.ab.crt-list"] == "list"  # the files beside it too
     cert_file = certificate("crt", "key").file
     assert {f"run/secrets/{cert_file}", f"run/secrets/{cert_file}.key"} < set(files)
     assert "BEGIN CERTIFICATE" in files[f"run/secrets/{cert_file}"]

@@ -43,9 +43,9 @@ class RefusingChecker:
     def __init__(self, poison: str) -> None:
         self.poison, self.checked = poison, 0
 
-    def check(self, desired, text, options):
+    def check(self, desired, rendered, options):
         self.checked += 1
-        if self.poison in text:
+        if self.poison in rendered.text:
             return Verdict(False, f'nginx: [emerg] bad host "{self.poison}"')
         return Verdict(True, "")
 
