@@ -16,6 +16,7 @@ from .observe import Observer, deployed_text
 from .reconcile import Reconciler
 from .settings import Settings
 from .snapshot import Snapshot
+from .vocabulary import Vocabulary
 
 
 @dataclass
@@ -34,7 +35,9 @@ class Controller:
             settings,
             Observer(api, settings.label_prefix),
             Executor(api, push=pusher.push),
-            Checker(api, settings.check_timeout) if settings.check_configs else None,
+            Checker(api, settings.check_timeout, Vocabulary(settings.label_prefix).check)
+            if settings.check_configs
+            else None,
             served=pusher.served,
         )
         return cls(settings, api, reconciler, Loop(reconciler, api, settings.poll_interval))

@@ -22,17 +22,15 @@ import docker.errors
 
 from . import checkcert
 from .desired import DesiredProxy
+from .kinds import KINDS
 from .logs import event
 from .render import Rendered, RenderOptions, render
+from .vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 
 CHECK_DIR = "/tmp"
 CHECK_FILE = "interlock-check.conf"
-COMMANDS = {
-    "nginx": ["nginx", "-t", "-q", "-c", f"{CHECK_DIR}/{CHECK_FILE}"],
-    "haproxy": ["haproxy", "-c", "-f", f"{CHECK_DIR}/{CHECK_FILE}"],
-}
 _PLACEHOLDER = "192.0.2.1"  # TEST-NET-1: never routed, only ever written into a checked file
 
 
@@ -93,6 +91,7 @@ def shape(desired: DesiredProxy, options: RenderOptions) -> str:
 class Checker:
     api: docker.APIClient
     timeout: float = 30.0
+    check_label: str = Vocabulary("interlock").check  # marks the check containers
     verdicts: dict[tuple[str, str], Verdict] = field(default_factory=dict)
 
     def check(self, desired: DesiredProxy, rendered: Rendered, options: RenderOptions) -> Verdict:
@@ -106,12 +105,12 @@ class Checker:
         return self.verdicts[key]
 
     def _create(self, image: str, kind: str) -> str:
-        command = COMMANDS[kind]
+        command = KINDS[kind].check_argv(f"{CHECK_DIR}/{CHECK_FILE}")
         kwargs = {
             "entrypoint": command[:1],
             "command": command[1:],
             "network_disabled": True,
-            "labels": {"interlock.ext.check": "true"},
+            "labels": {self.check_label: "true"},
         }
         try:
             return self.api.create_container(image, **kwargs)["Id"]

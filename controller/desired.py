@@ -20,12 +20,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from . import labels as lbl
+from . import vocabulary as vocab
 from .labels import AppSpec, Problem, ProxySpec
 from .snapshot import Service, Snapshot, Task
 from .timestamps import nanoseconds
+from .vocabulary import STACK_LABEL, Vocabulary
 
 _UNSAFE = re.compile(r"[^a-z0-9_]")
-STACK_LABEL = "com.docker.stack.namespace"  # set by `docker stack deploy` on every service
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,10 @@ class _Claim:
     app: _App | None  # None: the service's labels were rejected
 
 
+def _key(prefix: str, name: str) -> str:
+    return Vocabulary(prefix).key(name)
+
+
 def backend_name(service: Service) -> str:
     """A config identifier that is unique per service and safe in both proxies' grammars."""
     return f"{_UNSAFE.sub('_', service.name.lower())[:48]}_{service.id[:10].lower()}"
@@ -184,7 +189,7 @@ def _trusted_proxy(
     refused = trust.refuses(name, labels)
     if refused:
         why = f"not a trusted proxy: {refused}; it gets no routes and no TLS secrets"
-        return None, [Problem(name, f"{prefix}.ext.name", why, proxy=name)]
+        return None, [Problem(name, _key(prefix, "ext.name"), why, proxy=name)]
     return lbl.parse_proxy(name, labels, prefix)
 
 
@@ -221,11 +226,12 @@ def _claimed(service: Service, prefix: str) -> tuple[str, tuple[str, ...]]:
     Parsed by the same grammar from the host and cluster labels alone, so a bad port or path
     does not hide which hosts the service holds, and nobody else takes them meanwhile.
     """
-    keys = {f"{prefix}.{suffix}" for suffix in ("hostname", "domain", "ext.service_cluster")}
+    words = Vocabulary(prefix)
+    keys = {words.key(name) for name in ("hostname", "domain", "ext.service_cluster")}
     only_hosts = {
         key: value
         for key, value in service.labels.items()
-        if key in keys or key.startswith(f"{prefix}.alias_domain")
+        if key in keys or vocab.is_alias(words.name_of(key) or "")
     }
     spec, _ = lbl.parse_app(service.name, only_hosts, prefix)
     return (spec.cluster, spec.hosts) if spec else ("", ())
@@ -255,7 +261,7 @@ def _network(app: _App, proxy: Proxy, index: _Index, prefix: str) -> str | Probl
     """The one network on which this proxy reaches this app's tasks, or why there is none."""
     names = index.network_names
     shared = sorted(set(app.service.network_ids) & set(proxy.network_ids))
-    label = f"{prefix}.network"
+    label = _key(prefix, "network")
     if app.spec.network:
         wanted = [n for n in app.service.network_ids if app.spec.network in (n, names.get(n))]
         if not wanted:
@@ -291,7 +297,7 @@ def _port(app: _App, prefix: str) -> int | Problem:
         return app.service.target_ports[0]
     return Problem(
         app.service.name,
-        f"{prefix}.port",
+        _key(prefix, "port"),
         f"missing, and the service publishes {len(app.service.target_ports)} target ports "
         "(need exactly one to default to)",
     )
@@ -312,14 +318,14 @@ def _tls_problem(app: _App, proxy: Proxy, index: _Index, prefix: str) -> Problem
         if secret not in index.secret_names:
             return Problem(
                 app.service.name,
-                f"{prefix}.{label}",
+                _key(prefix, label),
                 f"Docker secret {secret} does not exist",
                 proxy=proxy.name,
             )
     if not proxy.service_id:
         return Problem(
             app.service.name,
-            f"{prefix}.ssl_cert",
+            _key(prefix, "ssl_cert"),
             f"proxy {proxy.name} is a plain "
             "container and cannot mount secrets; use a proxy service",
             proxy=proxy.name,
@@ -344,7 +350,7 @@ def _ownership_problem(
     owner = claims[0]
     if owner.service == app.service.name:
         return None
-    label = f"{prefix}.hostname"
+    label = _key(prefix, "hostname")
     if owner.app is None:
         why = f"{host} belongs to service {owner.service}, which is older and rejected; "
         return Problem(app.service.name, label, why + "it is not handed over", proxy=proxy.name)
@@ -354,7 +360,9 @@ def _ownership_problem(
         return None
     reason = f"{host}{path or '/'}: host {host} belongs to service {owner.service}, which is older"
     if path != owner.app.spec.context_root:
-        reason += f" and does not share it (set {prefix}.share_host=true on it, or deploy both "
+        reason += (
+            f" and does not share it (set {_key(prefix, 'share_host')}=true on it, or deploy both "
+        )
         reason += "in one stack)"
     return Problem(app.service.name, label, reason, proxy=proxy.name)
 
@@ -423,7 +431,7 @@ def _conflict(app: _App, key: tuple[str, str], holder: str, prefix: str, proxy: 
     host, path = key
     return Problem(
         app.service.name,
-        f"{prefix}.hostname",
+        _key(prefix, "hostname"),
         f"{host}{path or '/'} is already routed to service {holder}, which is older and keeps it",
         proxy=proxy.name,
     )
@@ -431,7 +439,9 @@ def _conflict(app: _App, key: tuple[str, str], holder: str, prefix: str, proxy: 
 
 def _tls_not_owner(app: _App, host: str, owner: str, prefix: str, proxy: Proxy) -> Problem:
     why = f"TLS of {host} is set by its owner, service {owner}; this service's is not used"
-    return Problem(app.service.name, f"{prefix}.ssl_cert", why, rejected=False, proxy=proxy.name)
+    return Problem(
+        app.service.name, _key(prefix, "ssl_cert"), why, rejected=False, proxy=proxy.name
+    )
 
 
 def _unserved_clusters(apps: list[_App], proxies: list[Proxy], prefix: str) -> list[Problem]:
@@ -441,7 +451,7 @@ def _unserved_clusters(apps: list[_App], proxies: list[Proxy], prefix: str) -> l
     return [
         Problem(
             app.service.name,
-            f"{prefix}.ext.service_cluster",
+            _key(prefix, "ext.service_cluster"),
             f"no proxy serves cluster {app.spec.cluster!r} (proxies serve: {named})",
         )
         for app in apps

@@ -20,25 +20,19 @@ import docker
 
 from .check import remember, tar_files
 from .desired import Proxy
+from .kinds import KINDS
 from .observe import read_container_file
 from .plan import PushConfig, proxy_containers
 from .snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
-RELOAD_SIGNALS = {"nginx": "SIGHUP", "haproxy": "SIGUSR2"}
 NEW_SUFFIX = ".interlock-new"
 DIGEST_SUFFIX = ".interlock-digest"
 
 
 class CheckFailed(RuntimeError):
     """The proxy's binary refused the config inside the container; nothing was signalled."""
-
-
-def check_command(kind: str, path: str) -> list[str]:
-    if kind == "nginx":
-        return ["nginx", "-t", "-q", "-c", path]
-    return ["haproxy", "-c", "-f", path]
 
 
 @dataclass
@@ -77,7 +71,7 @@ class SignalPusher:
             action.container_id, folder, tar_files({new: action.text, digest_new: action.digest})
         )
         staged = posixpath.join(folder, new)
-        code, output = self._exec(action.container_id, check_command(action.kind, staged))
+        code, output = self._exec(action.container_id, KINDS[action.kind].check_argv(staged))
         if code != 0:
             self._exec(
                 action.container_id, ["rm", "-f", staged, posixpath.join(folder, digest_new)]
@@ -85,7 +79,7 @@ class SignalPusher:
             remember(self.refused, key, f"{action.kind} refused the config: {output}")
             raise CheckFailed(self.refused[key])
         self._swap(action.container_id, folder, new, name, digest_new)
-        self.api.kill(action.container_id, RELOAD_SIGNALS[action.kind])
+        self.api.kill(action.container_id, KINDS[action.kind].reload_signal)
         self.known[action.container_id] = action.digest
 
     def _swap(self, container: str, folder: str, new: str, name: str, digest_new: str) -> None:

@@ -16,6 +16,7 @@ import docker
 
 from .logs import event
 from .reconcile import PassResult, Reconciler
+from .vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +29,16 @@ FOLLOW_UP_SECONDS = 5.0
 FOLLOW_UP_INTERVAL = 0.25
 
 
-def _wakes(message: dict) -> bool:
+def _wakes(message: dict, check_label: str) -> bool:
+    """A change that may change routes; the controller's own check containers are not one."""
     kind, action = message.get("Type"), message.get("Action")
     attributes = (message.get("Actor") or {}).get("Attributes") or {}
-    return action in WAKE_EVENTS.get(kind, ()) and "interlock.ext.check" not in attributes
+    return action in WAKE_EVENTS.get(kind, ()) and check_label not in attributes
 
 
-def watch_events(api: docker.APIClient, wake: threading.Event, stop: threading.Event) -> None:
+def watch_events(
+    api: docker.APIClient, wake: threading.Event, stop: threading.Event, check_label: str
+) -> None:
     """Set ``wake`` on every relevant event; reconnect with back-off when the stream breaks."""
     delay = 0.5
     while not stop.is_set():
@@ -44,7 +48,7 @@ def watch_events(api: docker.APIClient, wake: threading.Event, stop: threading.E
             for message in stream:
                 if stop.is_set():
                     return
-                if _wakes(message):
+                if _wakes(message, check_label):
                     wake.set()
         except Exception as error:
             event(log, "event_stream_broken", logging.WARNING, error=str(error), retry_in=delay)
@@ -66,10 +70,13 @@ class Loop:
         self.on_pass = on_pass
         self.wake = threading.Event()
         self.stop = threading.Event()
+        self.check_label = Vocabulary(reconciler.settings.label_prefix).check
 
     def run(self) -> None:
         watcher = threading.Thread(
-            target=watch_events, args=(self.api, self.wake, self.stop), daemon=True
+            target=watch_events,
+            args=(self.api, self.wake, self.stop, self.check_label),
+            daemon=True,
         )
         watcher.start()
         event(log, "loop_started", interval=self.interval)

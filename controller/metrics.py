@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,52 +37,12 @@ from .plan import PushConfig, UpdateProxyService
 from .reconcile import PassResult
 from .settings import Settings
 from .smallserver import BoundedHandler, SmallServer
+from .vocabulary import label_kind
 
 log = logging.getLogger(__name__)
 
 NS = "interlock"
 PASS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-# Label names a problem can be about (Interlock's labels and the proxies' own); anything else is
-# reported as "other", so a user's typo never becomes a series of its own.
-KNOWN_LABELS = frozenset(
-    {
-        "hostname",
-        "domain",
-        "alias_domain",
-        "port",
-        "network",
-        "context_root",
-        "context_root_rewrite",
-        "balance_algorithm",
-        "backend_option",
-        "ssl",
-        "ssl_only",
-        "ssl_cert",
-        "ssl_cert_key",
-        "ssl_backend",
-        "ssl_backend_tls_verify",
-        "websocket_endpoint",
-        "health_check",
-        "health_check_interval",
-        "ext.name",
-        "ext.mode",
-        "ext.config_path",
-        "ext.service_cluster",
-    }
-)
-_ALIAS_NUMBERED = re.compile(r"^alias_domain\.[0-9]+$")
-
-
-def label_kind(label: str, prefix: str) -> str:
-    """``interlock.alias_domain.3`` -> ``alias_domain``; unknown label names -> ``other``."""
-    suffix = label[len(prefix) + 1 :] if label.startswith(prefix + ".") else label
-    if _ALIAS_NUMBERED.match(suffix):
-        return "alias_domain"
-    if suffix.startswith("backend_option"):
-        return "backend_option"
-    return suffix if suffix in KNOWN_LABELS else "other"
-
-
 # -- health ---------------------------------------------------------------------------------
 
 

@@ -26,11 +26,10 @@ from pathlib import Path
 import jinja2
 
 from .desired import Certificate, DesiredProxy, Route
+from .kinds import KINDS
 
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9._:/~-]+")  # fullmatch: "$" would let a final newline in
 CRT_LIST_SUFFIX = ".crt-list"
-TEMPLATES = {"nginx": "nginx.conf.j2", "haproxy": "haproxy.cfg.j2"}
-NGINX_BALANCE = {"leastconn": "least_conn", "source": "ip_hash", "random": "random"}
 
 
 class RenderError(ValueError):
@@ -197,7 +196,7 @@ def crt_list_path(config_path: str, text: str) -> str:
 
 
 def _extra_files(desired: DesiredProxy, options: RenderOptions) -> dict[str, str]:
-    if desired.proxy.spec.kind != "haproxy" or not desired.certificates:
+    if not KINDS[desired.proxy.spec.kind].certificate_list or not desired.certificates:
         return {}
     text = crt_list(desired.certificates, options, desired.proxy.name)
     return {crt_list_path(desired.proxy.spec.config_path, text): text}
@@ -219,7 +218,8 @@ def render(desired: DesiredProxy, options: RenderOptions) -> Rendered:
         uri = "/" if route.rewrite and route.path else ""
         return f"proxy_pass http://{safe_token(backend.name)}{uri};"
 
-    template = _environment(options.template_dir).get_template(TEMPLATES[desired.proxy.spec.kind])
+    kind = KINDS[desired.proxy.spec.kind]
+    template = _environment(options.template_dir).get_template(kind.template)
     files = _extra_files(desired, options)
     text = template.render(
         proxy=desired.proxy.name,
@@ -232,6 +232,6 @@ def render(desired: DesiredProxy, options: RenderOptions) -> Rendered:
         certificates=desired.certificates,
         crt_list=next((p for p in files if p.endswith(CRT_LIST_SUFFIX)), ""),
         server_names_hash=nginx_name_hash(route.host for route in desired.routes),
-        nginx_balance=NGINX_BALANCE,
+        balance_names=kind.balance,
     )
     return Rendered(text, digest(text), files)

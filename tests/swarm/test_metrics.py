@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller import identity, scrape
+from controller import identity
 from controller.app import Controller
+from controller.kinds import KINDS
 from tests.bed.probes import free_port, wait_until
 from tests.swarm.controlled import routed
 
@@ -127,7 +128,8 @@ def test_metrics_of_passes_proxies_and_routed_containers(swarm, bed, tmp_path):
 
 SCRAPE = """
 import json, sys
-from controller.scrape import ScrapeError, Target, scrape_target
+from controller.scrape import Target, scrape_target
+from controller.statuspage import ScrapeError
 address, kind, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 try:
     samples = scrape_target(Target("p", kind, "t", address, port), 3.0)
@@ -216,7 +218,7 @@ def test_status_pages_answer_the_controller_and_refuse_an_app(kind, swarm, bed, 
     port = str(STATUS_PORT)
     samples = python_in(scraper, SCRAPE, address, kind, port)
     refused = python_in(intruder, SCRAPE, address, kind, port)
-    path = scrape.STATUS_PATHS[kind]
+    path = KINDS[kind].status_path
     raw = {who: python_in(c, RAW_GET, address, port, path) for who, c in
            (("controller", scraper), ("app", intruder))}  # fmt: skip
     app_got = refused.get("error") if isinstance(refused, dict) else f"{len(refused)} samples"

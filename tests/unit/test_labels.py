@@ -1,8 +1,11 @@
 """Label grammar: everything a label may say, and everything it must not."""
 
+from dataclasses import replace
+
 import pytest
 
 from controller import labels as lbl
+from controller import vocabulary as vocab
 from controller.labels import parse_app, parse_proxy
 
 P = "interlock"
@@ -314,7 +317,7 @@ def test_a_bug_in_a_grammar_rejects_the_service_and_never_raises(monkeypatch):
     def broken(value):
         raise RuntimeError("grammar bug")
 
-    monkeypatch.setattr(lbl, "port", broken)
+    monkeypatch.setitem(vocab.APP, "port", replace(vocab.APP["port"], grammar=broken))
     spec, problems = parse_app("web", app(hostname="a.example.com", port="80"), P)
     assert spec is None and [p.label for p in problems] == [f"{P}.port"]
     assert "RuntimeError" in problems[0].reason

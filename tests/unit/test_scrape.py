@@ -16,18 +16,16 @@ from controller.identity import parse_allow, status_allow
 from controller.metrics import ScrapeCollector
 from controller.render import RenderOptions, render
 from controller.scrape import (
-    ScrapeError,
     Scraper,
     Target,
     fetch,
     own_container,
-    parse_haproxy_csv,
-    parse_stub_status,
     scrape_target,
     scrape_targets,
 )
 from controller.settings import Settings, SettingsError, load_settings
 from controller.snapshot import snapshot_from_api
+from controller.statuspage import ScrapeError, parse_haproxy_csv, parse_stub_status
 from tests import builders as b
 
 P = "interlock"

@@ -1,0 +1,57 @@
+"""Every difference between the proxies the controller drives, in one table (pure).
+
+A proxy kind is its template, where its config lives in the official image, how its binary
+checks a config, which signal reloads it in place, which status page it keeps and how that page
+reads, and what our balance names are called in its grammar. Supporting another proxy is one
+entry here plus its template.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from . import statuspage
+from .statuspage import Sample
+
+
+@dataclass(frozen=True)
+class ProxyKind:
+    name: str
+    template: str  # file name in the templates folder
+    config_path: str  # where the official image reads its config
+    check: tuple[str, ...]  # argv that checks the config at {path}; exit 0 accepts it
+    reload_signal: str  # reloads the master in place, without dropping connections
+    status_path: str  # the status page on the unpublished status port
+    read_status: Callable[[str], list[Sample]] = field(repr=False)
+    balance: Mapping[str, str] = field(default_factory=dict)  # our name -> its directive
+    certificate_list: bool = False  # certificates in a list file beside the config
+
+    def check_argv(self, path: str) -> list[str]:
+        """The check command for a config at ``path``."""
+        return [part.replace("{path}", path) for part in self.check]
+
+
+KINDS: dict[str, ProxyKind] = {
+    "nginx": ProxyKind(
+        name="nginx",
+        template="nginx.conf.j2",
+        config_path="/etc/nginx/nginx.conf",
+        check=("nginx", "-t", "-q", "-c", "{path}"),
+        reload_signal="SIGHUP",
+        status_path="/stub_status",
+        read_status=statuspage.parse_stub_status,
+        balance={"leastconn": "least_conn", "source": "ip_hash", "random": "random"},
+    ),
+    "haproxy": ProxyKind(
+        name="haproxy",
+        template="haproxy.cfg.j2",
+        config_path="/usr/local/etc/haproxy/haproxy.cfg",
+        check=("haproxy", "-c", "-f", "{path}"),
+        reload_signal="SIGUSR2",  # master-worker mode (-W)
+        status_path="/stats;csv;norefresh",
+        read_status=statuspage.parse_haproxy_csv,
+        certificate_list=True,  # a `bind` line holds at most 64 words
+    ),
+}
+NAMES = tuple(KINDS)
