@@ -16,18 +16,27 @@ import sys
 
 from . import app, observe, report
 from .logs import printable, setup
+from .reconcile import Checks
 from .settings import SettingsError, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="interlock", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--verbose", action="store_true", help="log the passes a verb runs (stderr, INFO)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the reconcile loop")
     sub.add_parser("once", help="one pass; exit status 0 = converged")
     render = sub.add_parser("render", help="print the config the current Swarm gives")
     render.add_argument("--proxy", help="only this proxy (service or container name)")
     sub.add_parser("diff", help="unified diff of deployed vs desired config, per proxy")
-    sub.add_parser("validate", help="routed services and the problems with their labels")
+    validate = sub.add_parser("validate", help="routed services and the problems with their labels")
+    validate.add_argument(
+        "--check",
+        action="store_true",
+        help="also check every config with the proxy's binary (starts a container per config)",
+    )
     status = sub.add_parser("status", help="proxies, routes and rejected services")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
@@ -52,7 +61,7 @@ def cmd_once(controller: app.Controller) -> int:
 
 
 def cmd_render(controller: app.Controller, proxy: str | None) -> int:
-    result = controller.reconciler.run_pass(dry_run=True)
+    result = controller.reconciler.run_pass(dry_run=True, checks=Checks.NONE)
     names = [proxy] if proxy else sorted(result.rendered)
     missing = [n for n in names if n not in result.rendered]
     if missing:
@@ -71,7 +80,7 @@ def cmd_render(controller: app.Controller, proxy: str | None) -> int:
 
 
 def cmd_diff(controller: app.Controller) -> int:
-    result = controller.reconciler.run_pass(dry_run=True)
+    result = controller.reconciler.run_pass(dry_run=True, checks=Checks.NONE)
     changed = 0
     for desired in result.desired.proxies:
         name = desired.proxy.name
@@ -92,8 +101,9 @@ def cmd_diff(controller: app.Controller) -> int:
     return 0
 
 
-def cmd_validate(controller: app.Controller) -> int:
-    result = controller.reconciler.run_pass(dry_run=True, check_all=True)
+def cmd_validate(controller: app.Controller, check: bool) -> int:
+    checks = Checks.ALL if check else Checks.NONE
+    result = controller.reconciler.run_pass(dry_run=True, checks=checks)
     bad = {p.service for p in result.problems if p.rejected}
     for line in report.validation_report(result):
         print(line)
@@ -101,7 +111,7 @@ def cmd_validate(controller: app.Controller) -> int:
 
 
 def cmd_status(controller: app.Controller, as_json: bool) -> int:
-    result = controller.reconciler.run_pass(dry_run=True)
+    result = controller.reconciler.run_pass(dry_run=True, checks=Checks.NONE)
     proxies = [d.proxy for d in result.desired.proxies]
     served = controller.reconciler.served(
         result.snapshot, [p for p in proxies if p.mode == "signal"]
@@ -125,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"interlock: {error}", file=sys.stderr)
         return 2
-    setup(settings.log_level, settings.log_format)
+    # A verb's answer is on stdout; its own passes log only warnings and errors unless asked.
+    quiet = args.command != "run" and not args.verbose and settings.log_level in ("DEBUG", "INFO")
+    setup("WARNING" if quiet else settings.log_level, settings.log_format)
     controller = app.Controller.from_settings(settings)
     if args.command == "run":
         return cmd_run(controller)
@@ -136,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "diff":
         return cmd_diff(controller)
     if args.command == "validate":
-        return cmd_validate(controller)
+        return cmd_validate(controller, args.check)
     return cmd_status(controller, args.json)
 
 

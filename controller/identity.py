@@ -42,11 +42,26 @@ def _read(path: str) -> str:
         return ""
 
 
+_OWN_FILES = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
+
+
+def _mounted_ids(mountinfo: str) -> set[str]:
+    """Container ids from the mounts at this process's own /etc/hostname, /etc/hosts and
+    /etc/resolv.conf. Only those: on a Docker host, the host's own mount table also lists every
+    container's shm mount under /var/lib/docker/containers/<id>/, which is not this process's."""
+    ids = set()
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[4] in _OWN_FILES:
+            ids |= set(_CONTAINER_ID.findall(fields[3]))
+    return ids
+
+
 def own_container_hints() -> tuple[set[str], str]:
     """What this process knows of its own container: ids in its mounts (Docker bind-mounts
     /etc/hostname, /etc/hosts and resolv.conf from the container's folder) or cgroup path, and
     its hostname (the short id unless the service sets another)."""
-    ids = set(_CONTAINER_ID.findall(_read("/proc/self/mountinfo")))
+    ids = _mounted_ids(_read("/proc/self/mountinfo"))
     ids |= set(_CGROUP_ID.findall(_read("/proc/self/cgroup")))
     return ids, socket.gethostname()
 

@@ -28,6 +28,14 @@ from .verify import Verifier
 log = logging.getLogger(__name__)
 
 
+class Checks:
+    """Which rendered configs a pass has the proxy's own binary check (in a container)."""
+
+    NONE = "none"  # render, diff, status and a plain validate: nothing started, nothing written
+    CHANGED = "changed"  # a real pass: every config that is not live yet
+    ALL = "all"  # validate --check: every config, live or not
+
+
 def trust(settings: Settings) -> Trust:
     return Trust(settings.proxy_trust_label, settings.proxy_name_pattern)
 
@@ -42,6 +50,7 @@ def render_options(settings: Settings) -> RenderOptions:
         client_keepalive=settings.nginx_client_keepalive,
         template_dir=settings.template_dir,
         status_port=settings.proxy_status_port,
+        access_log=settings.access_log,
     )
 
 
@@ -87,13 +96,13 @@ class Reconciler:
         self.verifier = Verifier(render_options(self.settings), self.checker)
 
     def _verify(
-        self, snapshot: Snapshot, desired: Desired, served: Mapping[str, str], check_all: bool
+        self, snapshot: Snapshot, desired: Desired, served: Mapping[str, str], checks: str
     ) -> tuple[Desired, dict[str, Rendered], dict[str, str], dict[str, planning.Deployable]]:
         """Render and check every proxy; leave out the services a proxy refused.
 
         Returns the desired state as it will be served (refused services out, their problems
         added), what was rendered, the proxies that keep what they serve and why, and what may
-        go live. Only configs not yet live are checked, unless ``check_all``.
+        go live. Which configs the proxy's binary checks: see ``Checks``.
         """
         prefix = self.settings.label_prefix
         rendered, refused, deployable = {}, {}, {}
@@ -104,7 +113,9 @@ class Reconciler:
                 return planning.Deployable(one.proxy, text, planning.secret_mounts(one))
 
             def needs_check(text: Rendered, target=target) -> bool:
-                return check_all or not planning.is_current(snapshot, prefix, target(text), served)
+                if checks != Checks.CHANGED:
+                    return checks == Checks.ALL
+                return not planning.is_current(snapshot, prefix, target(text), served)
 
             verified = self.verifier.verify(one, needs_check)
             proxies.append(verified.desired)
@@ -118,21 +129,22 @@ class Reconciler:
             )
         return Desired(tuple(proxies), tuple(problems)), rendered, refused, deployable
 
-    def run_pass(self, dry_run: bool = False, check_all: bool = False) -> PassResult:
-        """One pass. ``dry_run`` writes nothing; ``check_all`` checks even deployed configs.
+    def run_pass(self, dry_run: bool = False, checks: str = "changed") -> PassResult:
+        """One pass. ``dry_run`` writes nothing; ``checks`` says which configs the proxy's
+        binary checks (see ``Checks``): a dry run with ``Checks.NONE`` starts no container.
 
         Every event logged during the pass carries its id; a pass that raises is logged here.
         """
         with pass_scope(new_pass_id()) as pass_id:
             try:
-                return self._run_pass(pass_id, dry_run, check_all)
+                return self._run_pass(pass_id, dry_run, checks)
             except Exception as error:
                 event(
                     log, "pass_failed", logging.ERROR, error=str(error), kind=type(error).__name__
                 )
                 raise
 
-    def _run_pass(self, pass_id: str, dry_run: bool, check_all: bool) -> PassResult:
+    def _run_pass(self, pass_id: str, dry_run: bool, checks: str) -> PassResult:
         started = time.monotonic()
         calls_before = self.observer.calls + self.executor.calls
         prefix = self.settings.label_prefix
@@ -143,7 +155,7 @@ class Reconciler:
         desired = desired_state(snapshot, prefix, self.settings.mode, trust(self.settings))
         signal_proxies = [d.proxy for d in desired.proxies if d.proxy.mode == "signal"]
         served = self.served(snapshot, signal_proxies) if signal_proxies else {}
-        desired, rendered, refused, deployable = self._verify(snapshot, desired, served, check_all)
+        desired, rendered, refused, deployable = self._verify(snapshot, desired, served, checks)
         problems = list(desired.problems) + _signal_problems(snapshot, prefix, signal_proxies)
         actions = planning.plan(snapshot, prefix, deployable, served, self.settings.keep_configs)
         outcomes = [] if dry_run else self.executor.run(actions, snapshot)

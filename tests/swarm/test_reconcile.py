@@ -202,5 +202,53 @@ def test_a_config_the_proxy_binary_refuses_is_never_deployed(swarm, bed, tmp_pat
     assert (proxy.version, owned_configs(swarm, good.prefix)) == (before, configs)
     assert good.get(HOST)[0] == 200
 
-    report = run_cli(bed.docker_host, good.prefix, "validate", INTERLOCK_TEMPLATE_DIR=str(tmp_path))
+    plain = run_cli(bed.docker_host, good.prefix, "validate", INTERLOCK_TEMPLATE_DIR=str(tmp_path))
+    assert plain.returncode == 0 and "server_tokns" not in plain.stdout  # no check unless asked
+    report = run_cli(
+        bed.docker_host, good.prefix, "validate", "--check", INTERLOCK_TEMPLATE_DIR=str(tmp_path)
+    )
     assert report.returncode == 1 and "server_tokns" in report.stdout
+
+
+def test_render_diff_status_and_validate_write_nothing_and_start_nothing(swarm, bed):
+    """The looking verbs start no container (no check), create no config, update no service;
+    their answer is on stdout and stderr stays quiet (no JSON info lines of their passes)."""
+    lab = routed(swarm, bed.docker_host)
+    proxy = lab.proxy_service("nginx")
+    lab.app("app", hostname=HOST, port="8080")  # not converged: every config would be checked
+    proxy.reload()
+    version, configs = proxy.version, owned_configs(swarm, lab.prefix)
+    since = swarm.client.api.info()["SystemTime"]
+    outputs = {
+        verb: run_cli(bed.docker_host, lab.prefix, *verb.split())
+        for verb in ("render", "diff", "status", "validate")
+    }
+    until = swarm.client.api.info()["SystemTime"]
+    created = [
+        e
+        for e in swarm.client.api.events(
+            since=_epoch(since),
+            until=_epoch(until) + 1,
+            decode=True,
+            filters={"type": "container", "event": "create"},
+        )
+        if f"{lab.prefix}.ext.check" in (e.get("Actor") or {}).get("Attributes", {})
+    ]
+    proxy.reload()
+    print(f"verbs ran; check containers created: {len(created)}, version {version}")
+    assert created == []
+    assert (proxy.version, owned_configs(swarm, lab.prefix)) == (version, configs)
+    for verb, done in outputs.items():
+        assert done.returncode == 0, (verb, done.stderr)
+        assert done.stdout.strip() and done.stderr.strip() in ("", "# 1 proxy config(s) differ"), (
+            verb,
+            done.stderr,
+        )
+    assert "server_name app.example.com;" in outputs["render"].stdout
+    assert f"ok       {swarm.prefix}app: {HOST}/" in outputs["validate"].stdout
+
+
+def _epoch(docker_time: str) -> int:
+    from controller.timestamps import nanoseconds
+
+    return nanoseconds(docker_time) // 1_000_000_000

@@ -245,7 +245,9 @@ def test_a_controller_outside_any_container_allows_only_the_setting():
 def test_the_controller_finds_its_id_in_mountinfo_or_cgroup(monkeypatch):
     files = {
         "/proc/self/mountinfo": f"1 2 0:1 /var/lib/docker/containers/{ME}/hostname /etc/hostname"
-        " rw - ext4 /dev/sda1 rw\n",
+        " rw - ext4 /dev/sda1 rw\n"
+        # On a Docker host every container's shm is mounted in the host's own table: not ours.
+        f"3 2 0:9 / /var/lib/docker/containers/{'d' * 64}/mounts/shm rw - tmpfs shm rw\n",
         "/proc/self/cgroup": f"0::/system.slice/docker-{'b' * 64}.scope\n",
     }
     monkeypatch.setattr(identity, "_read", lambda path: files.get(path, ""))
