@@ -14,7 +14,7 @@ import difflib
 import signal
 import sys
 
-from . import app, observe, report
+from . import app, deployed, observe, report
 from .logs import printable, setup
 from .reconcile import Checks
 from .settings import SettingsError, load_settings
@@ -141,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     controller = app.Controller.from_settings(settings)
     if args.command == "run":
         return cmd_run(controller)
+    # Every other verb shows what the running controller does: its settings, where found.
+    settings, source = deployed.with_deployed(settings, controller.reconciler.observer.snapshot())
+    controller = app.Controller.from_settings(settings, controller.api)
+    if args.command == "status":
+        print(f"# {printable(source)}")
     if args.command == "once":
         return cmd_once(controller)
     if args.command == "render":
