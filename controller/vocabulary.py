@@ -49,6 +49,7 @@ APP_LABELS: tuple[Declared, ...] = (
     Declared("health_check", g.path, "HAProxy checks GET <path> on every task"),
     Declared("health_check_interval", g.interval_ms, "milliseconds between health checks"),
     Declared("share_host", g.boolean, "other services may serve paths under this host"),
+    Declared("access_log", g.boolean, "false: the proxies do not log this service's requests"),
     Declared("ssl_backend", g.boolean, "TLS to the tasks", supported=False),
     Declared("ssl_backend_tls_verify", g.boolean, "verify the tasks' TLS", supported=False),
 )
@@ -61,7 +62,7 @@ PROXY_LABELS: tuple[Declared, ...] = (
 APP = {label.name: label for label in APP_LABELS}
 PROXY = {label.name: label for label in PROXY_LABELS}
 # Marks the controller puts on what it creates (configs, check containers and services).
-OWN_MARKS = ("ext.owned", "ext.proxy", "ext.digest", "ext.check")
+OWN_MARKS = ("ext.owned", "ext.proxy", "ext.digest", "ext.check", "ext.controller")
 
 
 def is_alias(name: str) -> bool:
