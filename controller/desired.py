@@ -52,6 +52,7 @@ class Backend:
     strip_prefix: str = ""  # the context root removed before forwarding ("" keeps the path)
     health_check: str = ""  # HAProxy's active check path ("" none)
     health_interval_ms: int = 2000
+    access_log: bool = True  # False: the proxies do not log requests to this backend
 
 
 @dataclass(frozen=True)
@@ -417,6 +418,7 @@ def _desired_proxy(
                     strip,
                     app.spec.health_check,
                     app.spec.health_interval_ms,
+                    app.spec.access_log,
                 )
             )
     ordered = tuple(routes[key] for key in sorted(routes))

@@ -61,6 +61,7 @@ class AppSpec:
     health_check: str = ""  # HAProxy checks GET <path> on every task ("" no active check)
     health_interval_ms: int = DEFAULT_HEALTH_INTERVAL_MS
     share_host: bool = False  # other services may serve paths under this service's hosts
+    access_log: bool = True  # False: the proxies leave this service's requests out of their log
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,7 @@ def parse_app(
         health_check=reader.get("health_check", "") or "",
         health_interval_ms=reader.get("health_check_interval", DEFAULT_HEALTH_INTERVAL_MS),
         share_host=reader.get("share_host", False),
+        access_log=reader.get("access_log", True),
     )
     reader.get("websocket_endpoint")
     if reader.key("health_check") in labels and not spec.health_check:

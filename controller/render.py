@@ -50,6 +50,7 @@ class RenderOptions:
     template_dir: str = ""  # "" uses the built-in templates
     status_port: int = 8404  # the proxies' unpublished status listener; 0 renders none
     status_allow: tuple[str, ...] = ()  # sources besides 127.0.0.1 it answers (identity.py)
+    access_log: str = "json"  # the proxies' access log: "json", "text" or "off"
 
     @property
     def connect_timeout_ms(self) -> int:
@@ -228,6 +229,7 @@ def render(desired: DesiredProxy, options: RenderOptions) -> Rendered:
         routes=sorted(desired.routes, key=_haproxy_order),
         hosts=[(host, list(group)) for host, group in groupby(desired.routes, lambda r: r.host)],
         upstream=upstream,
+        backend_of=backends,  # a route's backend, e.g. for the service it logs as its route
         host_tls={tls.host: tls for tls in desired.tls},
         certificates=desired.certificates,
         crt_list=next((p for p in files if p.endswith(CRT_LIST_SUFFIX)), ""),

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
         description="nginx keepalive_timeout to clients; 0 (default) loses no request on reload",
     )
     max_connections: int = Field(4096, ge=16, le=1_000_000)
+    access_log: Literal["json", "text", "off"] = Field(
+        "json",
+        description="the proxies' access log on their stdout: json (one object a line), text "
+        "(the classic line) or off; a service's label can turn its own off",
+    )
     proxy_trust_label: str = Field(
         "",
         description="label KEY or KEY=VALUE a service or container must carry to be a proxy "

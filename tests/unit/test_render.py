@@ -131,9 +131,11 @@ def test_same_input_same_digest_and_any_change_changes_it():
 def test_nginx_routes_paths_rewrites_and_empty_backends():
     text = render(scenario()["ngx"], OPTIONS).text
     assert "server_name web.example.com;" in text and "server_name www.example.com;" in text
-    assert "location /api.v1/ {\n            proxy_pass http://api_a2/;" in text  # rewrite
-    assert "location /api.v1/deep/ {\n            proxy_pass http://deep_a3;" in text  # kept
-    assert "server_name idle.example.com;\n        location / {\n            return 503;" in text
+    route = "\n            set $interlock_route {};\n            "  # the service, for the log
+    assert "location /api.v1/ {" + route.format("api") + "proxy_pass http://api_a2/;" in text
+    assert "location /api.v1/deep/ {" + route.format("deep") + "proxy_pass http://deep_a3;" in text
+    assert "server_name idle.example.com;\n        location / {" + route.format("idle") in text
+    assert route.format("idle") + "return 503;" in text
     assert "least_conn;" in text
     assert "pwned" not in text
 

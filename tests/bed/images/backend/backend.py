@@ -1,6 +1,8 @@
 """Test backend: answers any method and path with 200 and one line naming the serving task.
 
 Body: ``task=<TASK_NAME or hostname> version=<VERSION or 1> path=<path> host=<Host header>``.
+Each ``X-Request-ID`` the request carried comes back as an ``X-Seen-Request-ID`` header, so a test
+sees the id a proxy sent on (and that it sent exactly one).
 HTTP/1.1 with keep-alive, one thread per connection. It runs as PID 1, which ignores SIGTERM
 unless a handler is installed, so it installs one: the stop of a Swarm task must be prompt.
 Set LOG_REQUESTS=1 for an access log on stderr.
@@ -42,6 +44,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
+        for request_id in self.headers.get_all("X-Request-ID") or ():
+            self.send_header("X-Seen-Request-ID", request_id)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
