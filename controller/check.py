@@ -14,40 +14,25 @@ import io
 import logging
 import tarfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import docker
 import docker.errors
 
 from . import checkcert
+from .bounded import remember
 from .desired import DesiredProxy
 from .kinds import KINDS
 from .logs import event
-from .render import Rendered, RenderOptions, render
+from .render import Rendered, RenderOptions
+from .verify import Verdict, shape
 from .vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 
 CHECK_DIR = "/tmp"
 CHECK_FILE = "interlock-check.conf"
-_PLACEHOLDER = "192.0.2.1"  # TEST-NET-1: never routed, only ever written into a checked file
-
-
-MEMORY = 512  # verdicts (and refusals) kept: a long-running controller sees ever new shapes
-
-
-def remember(memory: dict, key, value) -> None:
-    """Store in an insertion-ordered dict, dropping the oldest entry beyond MEMORY."""
-    memory[key] = value
-    while len(memory) > MEMORY:
-        memory.pop(next(iter(memory)))
-
-
-@dataclass(frozen=True)
-class Verdict:
-    ok: bool
-    output: str  # the proxy's own words when it refused
 
 
 def tar_files(files: dict[str, str], mode: int = 0o644) -> bytes:
@@ -76,15 +61,6 @@ def check_files(desired: DesiredProxy, rendered: Rendered, secrets_dir: str) -> 
         base = f"{secrets_dir}/{cert.file}".lstrip("/")
         files[base], files[f"{base}.key"] = checkcert.CERT, checkcert.KEY
     return files
-
-
-def shape(desired: DesiredProxy, options: RenderOptions) -> str:
-    """Digest of the config with addresses blanked: equal shapes pass or fail together."""
-    blanked = tuple(
-        replace(b, targets=(f"{_PLACEHOLDER}:{b.port}",) if b.targets else ())
-        for b in desired.backends
-    )
-    return render(replace(desired, backends=blanked), options).digest
 
 
 @dataclass

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import docker
 
-from .check import remember, tar_files
+from .bounded import remember
+from .check import tar_files
 from .desired import Proxy
 from .kinds import KINDS
 from .observe import read_container_file

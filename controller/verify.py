@@ -11,14 +11,39 @@ setting) is the proxy's whole configuration held back, and it keeps serving what
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
-from .check import Checker, Verdict, remember, shape
+from .bounded import remember
 from .desired import Desired, DesiredProxy, without
 from .labels import Problem
 from .render import Rendered, RenderError, RenderOptions, render
 
 CHECK_LABEL = "proxy check"  # what a Problem names when the proxy refused a service's routes
+_PLACEHOLDER = "192.0.2.1"  # TEST-NET-1: never routed, only ever written into a checked file
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    output: str  # the proxy's own words when it refused
+
+
+class Checker(Protocol):
+    """What the stage needs of a checker: the proxy's verdict on one rendered config."""
+
+    def check(
+        self, desired: DesiredProxy, rendered: Rendered, options: RenderOptions
+    ) -> Verdict: ...
+
+
+def shape(desired: DesiredProxy, options: RenderOptions) -> str:
+    """Digest of the config with addresses blanked: equal shapes pass or fail together."""
+    blanked = tuple(
+        replace(b, targets=(f"{_PLACEHOLDER}:{b.port}",) if b.targets else ())
+        for b in desired.backends
+    )
+    return render(replace(desired, backends=blanked), options).digest
 
 
 def culprits(services: Sequence[str], passes: Callable[[Sequence[str]], bool]) -> list[str] | None:

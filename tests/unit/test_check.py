@@ -2,10 +2,12 @@
 
 from dataclasses import replace
 
-from controller.check import MEMORY, check_files, remember, shape
+from controller.bounded import MEMORY, remember
+from controller.check import check_files
 from controller.desired import desired_state
 from controller.render import Rendered, RenderOptions
 from controller.snapshot import snapshot_from_api
+from controller.verify import shape
 from tests import builders as b
 
 P = "interlock"

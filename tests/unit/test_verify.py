@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from controller.check import Verdict
 from controller.desired import desired_state
 from controller.render import RenderOptions
 from controller.snapshot import snapshot_from_api
-from controller.verify import CHECK_LABEL, Verifier, culprits
+from controller.verify import CHECK_LABEL, Verdict, Verifier, culprits
 from tests import builders as b
 
 P = "interlock"
