@@ -1,22 +1,36 @@
-"""Wiring: build the controller's parts from settings, and the reports the CLI prints."""
+"""The composition root: every part of the controller is built here, and only here.
+
+Each part gets the options it uses and nothing else; no part builds another. ``Controller``
+holds what was built; ``serve`` starts the metrics endpoint and the telemetry threads, runs the
+loop, and stops them all again.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import docker
 
 from .act import Executor
+from .beacon import Beacon
 from .check import Checker
 from .desired import Proxy
 from .inplace import SignalPusher
+from .logs import event
 from .loop import Loop
-from .metrics import Telemetry
+from .metrics import Telemetry, serve_http
 from .observe import Observer, deployed_text
 from .reconcile import Reconciler
+from .scrape import Scraper
 from .settings import Settings
+from .smallserver import SmallServer
 from .snapshot import Snapshot
 from .vocabulary import Vocabulary
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -25,32 +39,88 @@ class Controller:
     api: docker.APIClient
     reconciler: Reconciler
     loop: Loop
+    telemetry: Telemetry
 
     @classmethod
     def from_settings(cls, settings: Settings, api: docker.APIClient | None = None) -> Controller:
         """Build every part; the engine is the environment's (DOCKER_HOST) unless given."""
         api = api or docker.from_env(timeout=int(settings.docker_timeout)).api
+        words = Vocabulary(settings.label_prefix)
         pusher = SignalPusher(api, settings.check_timeout)
+        checker = (
+            Checker(api, settings.check_timeout, words.check) if settings.check_configs else None
+        )
         reconciler = Reconciler(
             settings,
             Observer(api, settings.label_prefix),
             Executor(api, push=pusher.push),
-            Checker(api, settings.check_timeout, Vocabulary(settings.label_prefix).check)
-            if settings.check_configs
-            else None,
+            checker,
             served=pusher.served,
         )
-        return cls(settings, api, reconciler, Loop(reconciler, api, settings.poll_interval))
+        telemetry = build_telemetry(settings, api)
+        loop = Loop(reconciler, api, settings.poll_interval, telemetry.record, words.check)
+        return cls(settings, api, reconciler, loop, telemetry)
 
     def serve(self) -> None:
         """The metrics endpoint, beacon and scraper, then the loop, which feeds them each pass."""
-        telemetry = Telemetry(self.settings, self.api)
-        self.loop.on_pass = telemetry.record
-        telemetry.start()
+        server = serve_metrics(self.telemetry, self.settings)
+        parts = [p for p in (self.telemetry.beacon, self.telemetry.scraper) if p] if server else []
+        for part in parts:
+            part.start()
         try:
             self.loop.run()
         finally:
-            telemetry.stop()
+            for part in parts:
+                part.stop.set()
+            if server:
+                server.shutdown()
+                server.server_close()
 
     def deployed_text(self, snapshot: Snapshot, proxy: Proxy) -> str | None:
         return deployed_text(self.api, snapshot, proxy)
+
+
+def build_telemetry(
+    settings: Settings, api: docker.APIClient | None, clock: Callable[[], float] = time.time
+) -> Telemetry:
+    """Pass counters, and the beacon and scraper when their intervals are set."""
+    telemetry = Telemetry(settings.label_prefix, settings.health_max_age_seconds, clock)
+    beacon = None
+    if api is not None and settings.beacon_interval:
+        beacon = Beacon(
+            api,
+            lambda: telemetry.latest.snapshot if telemetry.latest else None,
+            settings.label_prefix,
+            settings.beacon_interval,
+            settings.beacon_image_pattern,
+            settings.beacon_label,
+        )
+    scraper = None
+    if settings.scrape_interval and settings.proxy_status_port:
+        scraper = Scraper(
+            telemetry.proxies,
+            settings.proxy_status_port,
+            settings.scrape_interval,
+            settings.scrape_timeout,
+        )
+    telemetry.attach(beacon, scraper)
+    return telemetry
+
+
+def serve_metrics(telemetry: Telemetry, settings: Settings) -> SmallServer | None:
+    """/metrics and /healthz; None when the port is 0 (then nothing else starts either: nothing
+    would read the beacon's and the scraper's figures)."""
+    if not settings.metrics_port:
+        return None
+    address, port = settings.metrics_address, settings.metrics_port
+    try:
+        server = serve_http(telemetry, address, port, settings.metrics_timeout)
+    except OSError as error:
+        shown = f"[{address}]" if ":" in address else address
+        raise RuntimeError(
+            f"cannot serve metrics on {shown}:{port} "
+            f"(INTERLOCK_METRICS_ADDRESS, INTERLOCK_METRICS_PORT): {error}"
+        ) from None
+    telemetry.server = server
+    event(log, "metrics_listening", address=address, port=server.server_address[1])
+    return server

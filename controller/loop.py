@@ -63,6 +63,7 @@ class Loop:
         api: docker.APIClient,
         interval: float,
         on_pass: Callable[[PassResult | None, BaseException | None], None] = lambda r, e: None,
+        check_label: str = Vocabulary("interlock").check,
     ) -> None:
         self.reconciler = reconciler
         self.api = api
@@ -70,7 +71,7 @@ class Loop:
         self.on_pass = on_pass
         self.wake = threading.Event()
         self.stop = threading.Event()
-        self.check_label = Vocabulary(reconciler.settings.label_prefix).check
+        self.check_label = check_label  # events of the controller's own check containers
 
     def run(self) -> None:
         watcher = threading.Thread(

@@ -35,7 +35,6 @@ from .beacon import NETWORK_FIELDS, Beacon
 from .logs import event
 from .plan import PushConfig, UpdateProxyService
 from .reconcile import PassResult
-from .settings import Settings
 from .smallserver import BoundedHandler, SmallServer
 from .vocabulary import label_kind
 
@@ -87,7 +86,7 @@ class PassCollector:
         result = self.telemetry.latest
         if result is None:
             return
-        prefix = self.telemetry.settings.label_prefix
+        prefix = self.telemetry.prefix
         routes = GaugeMetricFamily(
             f"{NS}_proxy_routes", "Routes (host, path) a proxy serves.", labels=["proxy"]
         )
@@ -300,15 +299,19 @@ class Telemetry:
     """The registry, the pass counters, the beacon, the scraper and the HTTP endpoint."""
 
     def __init__(
-        self, settings: Settings, api=None, clock: Callable[[], float] = time.time
+        self,
+        prefix: str,
+        health_max_age: float,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.settings = settings
+        self.prefix = prefix
+        self.health_max_age = health_max_age
         self.clock = clock
         self.registry = CollectorRegistry()
         self.latest: PassResult | None = None
         self.last_success: float | None = None
         self.last_error = ""
-        self.server: SmallServer | None = None
+        self.server: SmallServer | None = None  # set by whoever serves it (app.serve_metrics)
         r = self.registry
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
@@ -366,34 +369,19 @@ class Telemetry:
         )
         r.register(PassCollector(self))
         r.register(ServerCollector(self))
-        self.beacon = (
-            Beacon(
-                api,
-                lambda: self.latest.snapshot if self.latest else None,
-                settings.label_prefix,
-                settings.beacon_interval,
-                settings.beacon_image_pattern,
-                settings.beacon_label,
-            )
-            if api is not None and settings.beacon_interval
-            else None
-        )
-        if self.beacon:
-            r.register(BeaconCollector(self.beacon))
-        self.scraper = (
-            scrape.Scraper(
-                self._proxies,
-                settings.proxy_status_port,
-                settings.scrape_interval,
-                settings.scrape_timeout,
-            )
-            if settings.scrape_interval and settings.proxy_status_port
-            else None
-        )
-        if self.scraper:
-            r.register(ScrapeCollector(self.scraper))
+        self.beacon: Beacon | None = None
+        self.scraper: scrape.Scraper | None = None
 
-    def _proxies(self):
+    def attach(self, beacon: Beacon | None, scraper: scrape.Scraper | None) -> None:
+        """Export the figures of the container-stats beacon and the proxies' scraper."""
+        self.beacon, self.scraper = beacon, scraper
+        if beacon:
+            self.registry.register(BeaconCollector(beacon))
+        if scraper:
+            self.registry.register(ScrapeCollector(scraper))
+
+    def proxies(self):
+        """The latest (snapshot, proxies) a pass saw, for the scraper; None before one."""
         result = self.latest
         if result is None:
             return None
@@ -446,39 +434,11 @@ class Telemetry:
 
     def health(self) -> Health:
         return health(
-            self.clock(), self.last_success, self.last_error, self.settings.health_max_age_seconds
+            self.clock(), self.last_success, self.last_error, self.health_max_age
         )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
-
-    def start(self) -> None:
-        """The HTTP endpoint, the beacon and the scraper threads; none of them when the port is 0
-        (nothing would read their figures)."""
-        if not self.settings.metrics_port:
-            return
-        address, port = self.settings.metrics_address, self.settings.metrics_port
-        try:
-            self.server = serve_http(self, address, port, self.settings.metrics_timeout)
-        except OSError as error:
-            shown = f"[{address}]" if ":" in address else address
-            raise RuntimeError(
-                f"cannot serve metrics on {shown}:{port} "
-                f"(INTERLOCK_METRICS_ADDRESS, INTERLOCK_METRICS_PORT): {error}"
-            ) from None
-        event(log, "metrics_listening", address=address, port=self.server.server_address[1])
-        if self.beacon:
-            self.beacon.start()
-        if self.scraper:
-            self.scraper.start()
-
-    def stop(self) -> None:
-        for part in (self.beacon, self.scraper):
-            if part:
-                part.stop.set()
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
 
 
 def serve_http(telemetry: Telemetry, address: str, port: int, timeout: float = 5.0) -> SmallServer:

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.act import Outcome
+from controller.app import build_telemetry, serve_metrics
 from controller.desired import desired_state
 from controller.metrics import Telemetry, health, label_kind, serve_http
 from controller.plan import CreateConfig, PushConfig, RemoveConfig, UpdateProxyService
@@ -93,7 +94,7 @@ def values(telemetry: Telemetry) -> dict[tuple[str, tuple], float]:
 
 
 def telemetry(**settings) -> Telemetry:
-    return Telemetry(Settings(label_prefix=P, **settings), api=None, clock=lambda: 1000.0)
+    return build_telemetry(Settings(label_prefix=P, **settings), None, clock=lambda: 1000.0)
 
 
 def test_per_proxy_routes_backends_config_and_rejected_services():
@@ -206,7 +207,7 @@ def test_health_max_age_defaults_to_three_intervals_and_ten_seconds():
 
 def test_http_endpoint_serves_metrics_and_health_on_loopback():
     now = [1000.0]
-    t = Telemetry(Settings(label_prefix=P, poll_interval=1), api=None, clock=lambda: now[0])
+    t = build_telemetry(Settings(label_prefix=P, poll_interval=1), None, clock=lambda: now[0])
     server = serve_http(t, "127.0.0.1", 0)
     port = server.server_address[1]
     base = f"http://127.0.0.1:{port}"
@@ -237,8 +238,8 @@ def test_http_endpoint_serves_metrics_and_health_on_loopback():
 
 
 def test_port_zero_starts_nothing_and_a_busy_port_names_the_setting():
-    quiet = Telemetry(Settings(label_prefix=P, metrics_port=0), api=object())
-    quiet.start()
+    quiet = build_telemetry(Settings(label_prefix=P, metrics_port=0), api=object())
+    assert serve_metrics(quiet, Settings(label_prefix=P, metrics_port=0)) is None
     assert quiet.server is None
     names = {thread.name for thread in threading.enumerate()}
     assert not names & {"interlock-beacon", "interlock-scraper", "interlock-metrics"}
@@ -249,4 +250,4 @@ def test_port_zero_starts_nothing_and_a_busy_port_names_the_setting():
         port = busy.getsockname()[1]
         settings = Settings(label_prefix=P, metrics_port=port, metrics_address="127.0.0.1")
         with pytest.raises(RuntimeError, match="INTERLOCK_METRICS_PORT"):
-            Telemetry(settings, api=None).start()
+            serve_metrics(build_telemetry(settings, None), settings)

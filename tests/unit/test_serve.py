@@ -24,6 +24,7 @@ import urllib.request
 
 import pytest
 
+from controller.app import build_telemetry, serve_metrics
 from controller.metrics import Telemetry, serve_http
 from controller.settings import Settings, SettingsError, load_settings
 from controller.smallserver import BoundedHandler, SmallServer
@@ -125,7 +126,7 @@ def test_healthz_is_503_while_passes_fail_and_sigterm_stops(engine, tmp_path):
 
 
 def _telemetry() -> Telemetry:
-    return Telemetry(Settings(label_prefix="interlock", metrics_port=0), api=None)
+    return build_telemetry(Settings(label_prefix="interlock", metrics_port=0), None)
 
 
 def _server_threads() -> int:
@@ -327,7 +328,7 @@ def test_an_address_this_host_lacks_names_the_variable():
         label_prefix="interlock", metrics_port=_free_port(), metrics_address="192.0.2.1"
     )
     with pytest.raises(RuntimeError) as caught:
-        Telemetry(settings, api=None).start()
+        serve_metrics(build_telemetry(settings, None), settings)
     assert "INTERLOCK_METRICS_ADDRESS" in str(caught.value)
     assert "192.0.2.1" in str(caught.value)
 
