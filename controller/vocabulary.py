@@ -9,6 +9,7 @@ prefix setting applies to every key and two controllers with different prefixes 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -66,7 +67,9 @@ OWN_MARKS = ("ext.owned", "ext.proxy", "ext.digest", "ext.check", "ext.controlle
 
 
 def is_alias(name: str) -> bool:
-    return name == "alias_domain" or bool(_ALIAS_NUMBERED.fullmatch(name))
+    return name.startswith("alias_domain") and (
+        name == "alias_domain" or bool(_ALIAS_NUMBERED.fullmatch(name))
+    )
 
 
 def declared_name(name: str) -> str:
@@ -82,10 +85,7 @@ class Vocabulary:
 
     def key(self, name: str) -> str:
         """``<prefix>.<name>`` for a declared label (a typo fails at once, in every test)."""
-        known = declared_name(name) in APP or name in PROXY or name in OWN_MARKS or name == "*"
-        if not known:
-            raise KeyError(f"label {name!r} is not declared in controller.vocabulary")
-        return f"{self.prefix}.{name}"
+        return _key(self.prefix, name)
 
     def name_of(self, key: str) -> str | None:
         """The name after the prefix of one of our keys; None for another tool's label."""
@@ -114,6 +114,15 @@ class Vocabulary:
     def check(self) -> str:
         """On the check containers and services (never routed, never collected as garbage)."""
         return self.key("ext.check")
+
+
+@functools.lru_cache(maxsize=4096)
+def _key(prefix: str, name: str) -> str:
+    """Cached: keys are built for every label of every service in every pass."""
+    known = declared_name(name) in APP or name in PROXY or name in OWN_MARKS or name == "*"
+    if not known:
+        raise KeyError(f"label {name!r} is not declared in controller.vocabulary")
+    return f"{prefix}.{name}"
 
 
 def label_kind(key: str, prefix: str) -> str:
