@@ -65,23 +65,34 @@ def _published_ports(client: docker.DockerClient) -> set[int]:
 def nodes_lock(cluster: Cluster, exclusive: bool = False) -> Iterator[None]:
     """Hold the nodes for a test: shared for ordinary tests, exclusive for one that drains.
 
-    Either way every node is made active first, under the exclusive lock, so a node that a crashed
-    test left drained is back before anything is placed."""
+    Either way every node is active when the test starts (set so under the exclusive lock), so a
+    node that a crashed test left drained is back before anything is placed."""
     path = cluster.config.bed.state_dir / "cluster-tests.lock"
-    with locked(path, timeout=SLOT_WAIT):
-        activate_all(cluster.manager_client)
+    if _inactive(cluster.manager_client):  # only then: the exclusive lock waits for every test
+        with locked(path, timeout=SLOT_WAIT):
+            activate_all(cluster.manager_client)
     with locked(path, shared=not exclusive, timeout=SLOT_WAIT):
-        yield
+        if exclusive:
+            activate_all(cluster.manager_client)
+        try:
+            yield
+        finally:
+            if exclusive:
+                activate_all(cluster.manager_client)
+
+
+def _inactive(manager: docker.DockerClient) -> list[Any]:
+    """Nodes whose availability is not active (drained or paused)."""
+    return [n for n in manager.nodes.list() if n.attrs["Spec"].get("Availability") != "active"]
 
 
 def activate_all(manager: docker.DockerClient) -> None:
     """Set every node's availability back to active."""
-    for node in manager.nodes.list():
+    for node in _inactive(manager):
         spec = node.attrs["Spec"]
-        if spec.get("Availability") != "active":
-            log.info("node %s was %s; activating it", node.attrs["Description"]["Hostname"],
-                     spec.get("Availability"))  # fmt: skip
-            node.update({**spec, "Availability": "active"})
+        log.info("node %s was %s; activating it", node.attrs["Description"]["Hostname"],
+                 spec.get("Availability"))  # fmt: skip
+        node.update({**spec, "Availability": "active"})
 
 
 class ClusterTest(SwarmTest):

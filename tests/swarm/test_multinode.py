@@ -205,7 +205,11 @@ def test_the_controller_on_the_manager_converges_proxies_on_every_node(cluster_s
     def status_rows() -> dict[str, dict]:
         done = run_cli(manager_host, e.lab.prefix, "status", "--json")
         assert done.returncode == 0, done.stderr
-        return {row["proxy"]: row for row in json.loads(done.stdout)["proxies"]}
+        try:
+            return {row["proxy"]: row for row in json.loads(done.stdout)["proxies"]}
+        except json.JSONDecodeError as err:  # retrying would only hide it until the timeout
+            shown = done.stdout[:300]
+            raise NotJSON(f"`interlock status --json` printed no JSON: {shown!r}") from err
 
     def in_sync() -> dict[str, dict] | None:
         rows = status_rows()
@@ -218,6 +222,7 @@ def test_the_controller_on_the_manager_converges_proxies_on_every_node(cluster_s
     def everywhere(host: str) -> bool:
         return all(set(served_by(port, host)) == every for _, _, port in e.ports())
 
+    status_rows()  # the format, before any waiting
     with ControllerProcess(manager_host, e.lab.prefix, str(tmp_path / "controller.log")):
         started = time.monotonic()
         wait_until(lambda: everywhere(HOST), 240, 1.0, f"{HOST} served on every node")
@@ -239,6 +244,10 @@ def test_the_controller_on_the_manager_converges_proxies_on_every_node(cluster_s
     print(table.stdout)
     for proxy in e.proxies.values():
         assert proxy.name in table.stdout
+
+
+class NotJSON(AssertionError):
+    """`interlock status --json` printed something else than JSON."""
 
 
 class Prober:
