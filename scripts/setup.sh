@@ -12,6 +12,8 @@ APT_PACKAGES=(
   python3 python3-venv python3-pip
   iproute2           # ip: the bed's own Linux bridge
   curl wrk           # manual probes and load tests against 127.0.0.1
+  prometheus         # the dashboard test queries a real Prometheus (run on 127.0.0.1 only)
+  tmux               # `interlock top` is tested in a real terminal
 )
 
 
