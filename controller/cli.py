@@ -5,6 +5,7 @@ interlock once                 one pass; exit 0 when converged, 1 when something
 interlock render [--proxy P]   print the configuration the current Swarm gives
 interlock diff                 what would change on each proxy; writes nothing
 interlock validate             every routed service and what is wrong with its labels
+interlock top                  live requests, errors and latency per route (the access logs)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import difflib
 import signal
 import sys
 
-from . import app, deployed, observe, report
+from . import app, deployed, observe, report, top
 from .logs import printable, setup
 from .reconcile import Checks
 from .settings import SettingsError, load_settings
@@ -39,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     status = sub.add_parser("status", help="proxies, routes and rejected services")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    live = sub.add_parser("top", help="live requests, errors and latency per route")
+    live.add_argument("--interval", type=top.seconds, default=2.0, help="seconds between views")
+    live.add_argument("--window", type=top.seconds, default=30.0, help="seconds figures cover")
+    live.add_argument("--iterations", type=int, default=0, help="views to show; 0: until Ctrl-C")
     return parser
 
 
@@ -128,6 +133,14 @@ def cmd_status(controller: app.Controller, as_json: bool) -> int:
     return 0
 
 
+def cmd_top(controller: app.Controller, args: argparse.Namespace) -> int:
+    def proxies() -> list:
+        result = controller.reconciler.run_pass(dry_run=True, checks=Checks.NONE)
+        return [desired.proxy for desired in result.desired.proxies]
+
+    return top.run(controller.api, proxies, args.interval, args.window, args.iterations)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -154,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_diff(controller)
     if args.command == "validate":
         return cmd_validate(controller, args.check)
+    if args.command == "top":
+        return cmd_top(controller, args)
     return cmd_status(controller, args.json)
 
 
