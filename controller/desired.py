@@ -10,6 +10,16 @@ another service may serve a path under that host only when the owner allows it
 (``<prefix>.share_host=true``) or both belong to one stack. A newcomer can never take over a
 route, a sub-path, a certificate or a redirect that is already served, and an owner whose labels
 are rejected does not hand its host to the next service in line: the loser is reported.
+
+Two services may serve one and the same host and path only when both say so: both set
+``<prefix>.weight`` (traffic split by weight), or both are read from Interlock 2's labels
+without a weight (traffic split by task count: its canary releases). Their tasks then form one
+backend for that route (``Backend.members``), with per-task weights that give each service its
+share; the route's other settings (sticky cookie, limits, TLS to the tasks) are the first
+(oldest) service's. Otherwise the conflict rule above stands.
+
+Features a proxy kind cannot do (``kinds.ProxyKind.cannot``) keep the service off that proxy,
+with a Problem naming the label; other proxies still serve it.
 """
 
 from __future__ import annotations
@@ -17,14 +27,16 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from . import labels as lbl
 from . import vocabulary as vocab
-from .labels import AppSpec, Problem, ProxySpec
+from .grammar import Redirect
+from .kinds import KINDS
+from .labels import AppSpec, Limits, Problem, ProxySpec
 from .snapshot import Service, Snapshot, Task
 from .timestamps import nanoseconds
-from .vocabulary import STACK_LABEL, Vocabulary
+from .vocabulary import FAMILIES, LB, STACK_LABEL, Vocabulary
 
 _UNSAFE = re.compile(r"[^a-z0-9_]")
 
@@ -53,6 +65,19 @@ class Backend:
     health_check: str = ""  # HAProxy's active check path ("" none)
     health_interval_ms: int = 2000
     access_log: bool = True  # False: the proxies do not log requests to this backend
+    weights: tuple[int, ...] = ()  # per target, 1-100 ("" all alike); see ``desired`` docstring
+    members: tuple[tuple[str, int], ...] = ()  # shared: (service, its targets), in target order
+    sticky_cookie: str = ""  # hash on this cookie's value (a new one is set when absent)
+    limits: Limits = field(default_factory=Limits)
+    ssl_backend: bool = False  # TLS to the tasks
+    ssl_verify: bool = False  # ... verifying their certificates against the system's CAs
+    passthrough: bool = False  # a TCP backend: TLS passed through by SNI
+    auth_file: str = ""  # htpasswd file under the secrets folder (a SecretFile's file)
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """Every service whose tasks are in this backend, oldest first."""
+        return tuple(s for s, _ in self.members) or (self.service,)
 
 
 @dataclass(frozen=True)
@@ -61,6 +86,26 @@ class Route:
     path: str  # "" routes the whole host
     rewrite: bool
     backend: str
+    passthrough: bool = False  # TLS on the HTTPS port passed through by SNI, no HTTP route
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    """A Docker secret a proxy mounts as /run/secrets/<file>, not a certificate (an htpasswd
+    file). The ``tls-`` prefix marks it as one of the controller's mounts, as certificates."""
+
+    file: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class HostRedirect:
+    """Every request for ``host`` is redirected (see ``grammar.Redirect``)."""
+
+    host: str
+    scheme: str
+    target: str
+    code: int
 
 
 @dataclass(frozen=True)
@@ -87,6 +132,9 @@ class DesiredProxy:
     tls: tuple[HostTls, ...] = ()
     certificates: tuple[Certificate, ...] = ()
     owners: tuple[tuple[str, str], ...] = ()  # (host, owning service) of every routed host
+    redirects: tuple[HostRedirect, ...] = ()
+    default_backend: str = ""  # the backend answering hosts no route serves ("" 404)
+    secret_files: tuple[SecretFile, ...] = ()  # mounted beside the certificates (plan)
 
 
 @dataclass(frozen=True)
@@ -199,42 +247,56 @@ def _age(service: Service) -> tuple[int, str]:
 
 
 def _apps(
-    snapshot: Snapshot, prefix: str
+    snapshot: Snapshot, prefix: str, families: tuple[str, ...] = FAMILIES
 ) -> tuple[list[_App], dict[tuple[str, str], list[_Claim]], list[Problem]]:
     """Routed app services oldest first; every claim on each (cluster, host), oldest first."""
     apps, problems = [], []
     claims: dict[tuple[str, str], list[_Claim]] = {}
+    words = Vocabulary(prefix)
     routed = [
         s
         for s in snapshot.services
-        if lbl.is_routed(s.labels, prefix) and not lbl.is_proxy(s.labels, prefix)
+        if words.is_routed(s.labels, families) and not lbl.is_proxy(s.labels, prefix)
     ]
     for service in sorted(routed, key=_age):
-        spec, found = lbl.parse_app(service.name, service.labels, prefix)
+        spec, found = lbl.parse_app(service.name, service.labels, prefix, families=families)
         problems += found
         app = _App(service, spec, _age(service)) if spec else None
         if app:
             apps.append(app)
-        cluster, hosts = (spec.cluster, spec.hosts) if spec else _claimed(service, prefix)
+        if spec:
+            cluster, hosts = spec.cluster, spec.hosts
+        else:
+            cluster, hosts = _claimed(service, prefix, families)
         for host in hosts:
             claims.setdefault((cluster, host), []).append(_Claim(_age(service), service.name, app))
     return apps, claims, problems
 
 
-def _claimed(service: Service, prefix: str) -> tuple[str, tuple[str, ...]]:
+_HOST_LABELS = ("hostname", "domain", "ext.service_cluster", "redirects", "default_backend")
+
+
+def _claimed(
+    service: Service, prefix: str, families: tuple[str, ...] = FAMILIES
+) -> tuple[str, tuple[str, ...]]:
     """The cluster and valid host names of a rejected service: it still owns those hosts.
 
-    Parsed by the same grammar from the host and cluster labels alone, so a bad port or path
-    does not hide which hosts the service holds, and nobody else takes them meanwhile.
+    Parsed by the same grammar from the host and cluster labels alone (of the family the
+    service is read from), so a bad port or path does not hide which hosts the service holds,
+    and nobody else takes them meanwhile.
     """
     words = Vocabulary(prefix)
-    keys = {words.key(name) for name in ("hostname", "domain", "ext.service_cluster")}
+    family = lbl.family_of(service.labels, prefix, families)
+    if family == LB:
+        keys = {vocab.lb_key(name) for name in _HOST_LABELS}
+    else:
+        keys = {words.key(name) for name in _HOST_LABELS}
     only_hosts = {
         key: value
         for key, value in service.labels.items()
-        if key in keys or vocab.is_alias(words.name_of(key) or "")
+        if key in keys or (family != LB and vocab.is_alias(words.name_of(key) or ""))
     }
-    spec, _ = lbl.parse_app(service.name, only_hosts, prefix)
+    spec, _ = lbl.parse_app(service.name, only_hosts, prefix, families=families)
     return (spec.cluster, spec.hosts) if spec else ("", ())
 
 
@@ -359,13 +421,236 @@ def _ownership_problem(
         owner.app.spec.share_host or (owner.app.stack and owner.app.stack == app.stack)
     ):
         return None
+    if path == owner.app.spec.context_root and shares(owner.app.spec, app.spec):
+        return None
     reason = f"{host}{path or '/'}: host {host} belongs to service {owner.service}, which is older"
-    if path != owner.app.spec.context_root:
+    if path == owner.app.spec.context_root:
+        reason += f" (both set {_key(prefix, 'weight')} to share it)"
+    else:
         reason += (
             f" and does not share it (set {_key(prefix, 'share_host')}=true on it, or deploy both "
         )
         reason += "in one stack)"
     return Problem(app.service.name, label, reason, proxy=proxy.name)
+
+
+def shares(first: AppSpec, other: AppSpec) -> bool:
+    """Whether ``other`` may serve the same host and path as ``first``, splitting its traffic:
+    both weighted, or both Interlock 2 services without weights (split by task count)."""
+    if first.ssl_passthrough != other.ssl_passthrough:
+        return False
+    if first.weight is not None and other.weight is not None:
+        return True
+    return first.family == other.family == LB and first.weight is None is other.weight
+
+
+def auth_file(secret: str) -> SecretFile:
+    """An htpasswd secret's file, named by the secret (``tls-``: one of the controller's)."""
+    tag = hashlib.sha256(f"auth\0{secret}".encode()).hexdigest()[:12]
+    return SecretFile(f"tls-auth-{tag}.htpasswd", secret)
+
+
+@dataclass(frozen=True)
+class _Served:
+    """An app this proxy can serve: where its tasks are, and its own backend's name."""
+
+    app: _App
+    name: str
+    port: int
+    targets: tuple[str, ...]
+
+
+def _label(app: _App, prefix: str, name: str) -> str:
+    """The key the app's user wrote for our label ``name``, in the app's family."""
+    return Vocabulary(prefix).family_key(app.spec.family, name)
+
+
+def _refusals(app: _App, proxy: Proxy, index: _Index, prefix: str) -> list[Problem]:
+    """Why this proxy cannot serve this app at all: a feature its kind cannot do, or an
+    htpasswd secret that does not exist or cannot be mounted."""
+    kind = KINDS[proxy.spec.kind]
+    problems = [
+        Problem(
+            app.service.name,
+            _label(app, prefix, name),
+            f"not served by {kind.name} proxy {proxy.name}: {kind.cannot[name]}",
+            proxy=proxy.name,
+        )
+        for name in app.spec.uses()
+        if name in kind.cannot
+    ]
+    secret = app.spec.limits.basic_auth_secret
+    label = _label(app, prefix, "basic_auth_secret")
+    if secret and not problems and secret not in index.secret_names:
+        why = f"Docker secret {secret} does not exist"
+        problems.append(Problem(app.service.name, label, why, proxy=proxy.name))
+    elif secret and not problems and not proxy.service_id:
+        why = f"proxy {proxy.name} is a plain container and cannot mount secrets"
+        problems.append(Problem(app.service.name, label, why, proxy=proxy.name))
+    return problems
+
+
+def _serve(app: _App, proxy: Proxy, index: _Index, prefix: str) -> _Served | list[Problem]:
+    network, port = _network(app, proxy, index, prefix), _port(app, prefix)
+    refused = [_tls_problem(app, proxy, index, prefix), *_refusals(app, proxy, index, prefix)]
+    problems = [p for p in (network, port, *refused) if isinstance(p, Problem)]
+    if problems:
+        return problems
+    found = targets(index.tasks_by_service.get(app.service.id, ()), network, port)
+    return _Served(app, backend_name(app.service), port, found)
+
+
+def _passthrough_problem(
+    app: _App, host: str, owner: _Claim, prefix: str, proxy: Proxy
+) -> Problem | None:
+    """A passed-through host is one TLS stream: its owner passes it through, or nobody does."""
+    owner_passes = owner.app is not None and owner.app.spec.ssl_passthrough
+    if owner.service == app.service.name or owner_passes == app.spec.ssl_passthrough:
+        return None
+    what = "passes TLS through" if owner_passes else "does not pass TLS through"
+    why = f"host {host} belongs to service {owner.service}, which {what}"
+    return Problem(app.service.name, _label(app, prefix, "ssl_passthrough"), why, proxy=proxy.name)
+
+
+def _split(group: list[_Served]) -> tuple[tuple[str, ...], tuple[int, ...], tuple]:
+    """(targets, per-target weights, members) of services sharing one route.
+
+    A weighted service's share is its weight, spread evenly over its tasks (weight 0: none of
+    its tasks); Interlock 2's canaries weigh every task alike. Weights are scaled to 1-100
+    (both proxies take that range) and left out when all are equal."""
+    parts = [
+        (one, one.app.spec.weight)
+        for one in group
+        if one.targets and (one.app.spec.weight is None or one.app.spec.weight > 0)
+    ]
+    raw = [(1.0 if w is None else w / len(one.targets)) for one, w in parts]
+    top = max(raw, default=1.0)
+    found, weights, members = [], [], []
+    for (one, _weight), share in zip(parts, raw, strict=True):
+        found += one.targets
+        weights += [max(1, round(share * 100 / top))] * len(one.targets)
+        members.append((one.app.service.name, len(one.targets)))
+    members += [(one.app.service.name, 0) for one in group if one not in [p for p, _ in parts]]
+    if len(set(weights)) <= 1:
+        weights = []
+    return tuple(found), tuple(weights), tuple(members)
+
+
+def _backend(group: list[_Served]) -> Backend:
+    """The backend of one service, or of services sharing a route (named after all of them)."""
+    first = group[0]
+    spec = first.app.spec
+    name, found, weights, members = first.name, first.targets, (), ()
+    if len(group) > 1:
+        tag = hashlib.sha256(",".join(one.name for one in group).encode()).hexdigest()[:10]
+        name = f"{first.name[:40]}_shared_{tag}"
+        found, weights, members = _split(group)
+    return Backend(
+        name,
+        first.app.service.name,
+        first.port,
+        found,
+        spec.balance,
+        spec.context_root if spec.rewrite else "",
+        spec.health_check,
+        spec.health_interval_ms,
+        spec.access_log,
+        weights=weights,
+        members=members,
+        sticky_cookie=spec.sticky_cookie,
+        limits=spec.limits,
+        ssl_backend=spec.ssl_backend,
+        ssl_verify=spec.ssl_backend_verify,
+        passthrough=spec.ssl_passthrough,
+        auth_file=auth_file(spec.limits.basic_auth_secret).file
+        if spec.limits.basic_auth_secret
+        else "",
+    )
+
+
+class _Builder:
+    """The routes, TLS, redirects and default backend of one proxy, filled app by app."""
+
+    def __init__(self, proxy: Proxy, claims: Mapping, prefix: str) -> None:
+        self.proxy, self.claims, self.prefix = proxy, claims, prefix
+        self.holders: dict[tuple[str, str], list[_Served]] = {}
+        self.problems: list[Problem] = []
+        self.tls: dict[str, HostTls] = {}
+        self.certificates: dict[str, Certificate] = {}
+        self.redirects: dict[str, HostRedirect] = {}
+        self.default: _Served | None = None
+
+    def add(self, one: _Served) -> None:
+        app, proxy, prefix = one.app, self.proxy, self.prefix
+        for host in app.spec.hosts:
+            key, owner = (host, app.spec.context_root), self.claims[(app.spec.cluster, host)]
+            held = self.holders.get(key)
+            lost = _ownership_problem(app, host, key[1], owner, prefix, proxy)
+            lost = lost or _passthrough_problem(app, host, owner[0], prefix, proxy)
+            if lost or (held and not shares(held[0].app.spec, app.spec)):
+                self.problems.append(
+                    lost or _conflict(app, key, held[0].app.service.name, prefix, proxy)
+                )
+                continue
+            self.holders.setdefault(key, []).append(one)
+            if owner[0].service == app.service.name:
+                self._host_settings(app, host)
+            elif app.spec.tls:
+                self.problems.append(_tls_not_owner(app, host, owner[0].service, prefix, proxy))
+        if app.spec.default_backend:
+            self._default(one)
+
+    def _host_settings(self, app: _App, host: str) -> None:
+        """The owner's TLS and redirect of a host."""
+        if app.spec.tls:
+            cert = certificate(app.spec.tls.cert_secret, app.spec.tls.key_secret)
+            self.certificates[cert.file] = cert
+            self.tls[host] = HostTls(host, cert.file, app.spec.tls.only)
+        for redirect in app.spec.redirects:
+            if redirect.source == host:
+                self.redirects[host] = _host_redirect(redirect)
+
+    def _default(self, one: _Served) -> None:
+        if self.default is None:
+            self.default = one
+            return
+        why = (
+            f"proxy {self.proxy.name} already answers unrouted hosts with service "
+            f"{self.default.app.service.name}, which is older"
+        )
+        label = _label(one.app, self.prefix, "default_backend")
+        self.problems.append(Problem(one.app.service.name, label, why, proxy=self.proxy.name))
+
+    def desired(self, age: Mapping[str, tuple[int, str]]) -> DesiredProxy:
+        backends: dict[str, Backend] = {}
+        routes = []
+        for key in sorted(self.holders):
+            group = self.holders[key]
+            backend = backends.setdefault(_backend(group).name, _backend(group))
+            spec = group[0].app.spec
+            routes.append(Route(key[0], key[1], spec.rewrite, backend.name, spec.ssl_passthrough))
+        default = ""
+        if self.default:
+            default = backends.setdefault(self.default.name, _backend([self.default])).name
+        ordered = sorted(backends.values(), key=lambda b: (age[b.service], b.name))
+        files = {b.auth_file: b.limits.basic_auth_secret for b in ordered if b.auth_file}
+        cluster = self.proxy.spec.cluster
+        owners = {(r.host, self.claims[(cluster, r.host)][0].service) for r in routes}
+        return DesiredProxy(
+            self.proxy,
+            tuple(routes),
+            tuple(ordered),
+            tuple(self.tls[host] for host in sorted(self.tls)),
+            tuple(self.certificates[file] for file in sorted(self.certificates)),
+            tuple(sorted(owners)),
+            tuple(self.redirects[host] for host in sorted(self.redirects)),
+            default,
+            tuple(SecretFile(file, secret) for file, secret in sorted(files.items())),
+        )
+
+
+def _host_redirect(redirect: Redirect) -> HostRedirect:
+    return HostRedirect(redirect.source, redirect.scheme, redirect.target, redirect.code)
 
 
 def _desired_proxy(
@@ -375,58 +660,17 @@ def _desired_proxy(
     index: _Index,
     prefix: str,
 ) -> tuple[DesiredProxy, list[Problem]]:
-    routes: dict[tuple[str, str], Route] = {}
-    holders: dict[tuple[str, str], str] = {}  # route -> the service that serves it
-    backends: list[Backend] = []
-    problems: list[Problem] = []
-    tls: dict[str, HostTls] = {}
-    certificates: dict[str, Certificate] = {}
+    builder = _Builder(proxy, claims, prefix)
     for app in apps:
         if app.spec.cluster != proxy.spec.cluster:
             continue
-        network, port = _network(app, proxy, index, prefix), _port(app, prefix)
-        refused = _tls_problem(app, proxy, index, prefix)
-        if isinstance(network, Problem) or isinstance(port, Problem) or refused:
-            problems += [p for p in (network, port, refused) if isinstance(p, Problem)]
+        one = _serve(app, proxy, index, prefix)
+        if isinstance(one, list):
+            builder.problems += one
             continue
-        name = backend_name(app.service)
-        served = False
-        for host in app.spec.hosts:
-            key, owner = (host, app.spec.context_root), claims[(app.spec.cluster, host)]
-            lost = _ownership_problem(app, host, key[1], owner, prefix, proxy)
-            if lost or key in routes:
-                problems.append(lost or _conflict(app, key, holders[key], prefix, proxy))
-                continue
-            routes[key] = Route(host, app.spec.context_root, app.spec.rewrite, name)
-            holders[key], served = app.service.name, True
-            if app.spec.tls and owner[0].service == app.service.name:
-                cert = certificate(app.spec.tls.cert_secret, app.spec.tls.key_secret)
-                certificates[cert.file] = cert
-                tls[host] = HostTls(host, cert.file, app.spec.tls.only)
-            elif app.spec.tls:
-                problems.append(_tls_not_owner(app, host, owner[0].service, prefix, proxy))
-        if served:
-            found = targets(index.tasks_by_service.get(app.service.id, ()), network, port)
-            strip = app.spec.context_root if app.spec.rewrite else ""
-            backends.append(
-                Backend(
-                    name,
-                    app.service.name,
-                    port,
-                    found,
-                    app.spec.balance,
-                    strip,
-                    app.spec.health_check,
-                    app.spec.health_interval_ms,
-                    app.spec.access_log,
-                )
-            )
-    ordered = tuple(routes[key] for key in sorted(routes))
-    host_tls = tuple(tls[host] for host in sorted(tls))
-    certs = tuple(certificates[file] for file in sorted(certificates))
-    cluster = proxy.spec.cluster
-    owners = tuple(sorted({(r.host, claims[(cluster, r.host)][0].service) for r in ordered}))
-    return DesiredProxy(proxy, ordered, tuple(backends), host_tls, certs, owners), problems
+        builder.add(one)
+    age = {app.service.name: app.age for app in apps}
+    return builder.desired(age), builder.problems
 
 
 def _conflict(app: _App, key: tuple[str, str], holder: str, prefix: str, proxy: Proxy) -> Problem:
@@ -461,13 +705,33 @@ def _unserved_clusters(apps: list[_App], proxies: list[Proxy], prefix: str) -> l
     ]
 
 
+def _without_members(backend: Backend, gone: set[str]) -> Backend | None:
+    """A backend without the tasks of ``gone`` services; None when its first service is gone
+    (the route's settings are that service's)."""
+    if backend.service in gone:
+        return None
+    if not gone & {service for service, _ in backend.members}:
+        return backend
+    found, weights, members, at = [], [], [], 0
+    for service, count in backend.members:
+        if service not in gone:
+            found += backend.targets[at : at + count]
+            weights += backend.weights[at : at + count]
+            members.append((service, count))
+        at += count
+    return replace(backend, targets=tuple(found), weights=tuple(weights), members=tuple(members))
+
+
 def without(desired: DesiredProxy, services: Iterable[str]) -> DesiredProxy:
     """The same proxy's desired state with these services' routes, TLS and backends left out.
 
-    How a service that a proxy refuses is taken out while every other keeps being served.
+    How a service that a proxy refuses is taken out while every other keeps being served. A
+    route shared by several services loses only the tasks of the ones left out (all of it when
+    the first is: its settings are the first's).
     """
     gone = set(services)
-    backends = tuple(b for b in desired.backends if b.service not in gone)
+    trimmed = (_without_members(b, gone) for b in desired.backends)
+    backends = tuple(b for b in trimmed if b is not None)
     names = {b.name for b in backends}
     routes = tuple(r for r in desired.routes if r.backend in names)
     hosts = {r.host for r in routes}
@@ -475,6 +739,7 @@ def without(desired: DesiredProxy, services: Iterable[str]) -> DesiredProxy:
     files = {t.file for t in tls}
     certificates = tuple(c for c in desired.certificates if c.file in files)
     owners = tuple(o for o in desired.owners if o[0] in hosts)
+    auth = {b.auth_file for b in backends}
     return replace(
         desired,
         routes=routes,
@@ -482,15 +747,25 @@ def without(desired: DesiredProxy, services: Iterable[str]) -> DesiredProxy:
         tls=tls,
         certificates=certificates,
         owners=owners,
+        redirects=tuple(r for r in desired.redirects if r.host in hosts),
+        default_backend=desired.default_backend if desired.default_backend in names else "",
+        secret_files=tuple(f for f in desired.secret_files if f.file in auth),
     )
 
 
 def desired_state(
-    snapshot: Snapshot, prefix: str, default_mode: str = "rolling", trust: Trust = Trust()
+    snapshot: Snapshot,
+    prefix: str,
+    default_mode: str = "rolling",
+    trust: Trust = Trust(),
+    families: Iterable[str] = FAMILIES,
 ) -> Desired:
-    """Every proxy's routes and backends, and every problem found on the way."""
+    """Every proxy's routes and backends, and every problem found on the way.
+
+    ``families``: the label families read (``vocabulary.FAMILIES``, the setting
+    INTERLOCK_LABEL_FAMILIES)."""
     proxies, problems = find_proxies(snapshot, prefix, default_mode, trust)
-    apps, claims, app_problems = _apps(snapshot, prefix)
+    apps, claims, app_problems = _apps(snapshot, prefix, tuple(families))
     problems += app_problems + _unserved_clusters(apps, proxies, prefix)
     index = _Index.of(snapshot)
     desired = []

@@ -26,6 +26,8 @@ class ProxyKind:
     read_status: Callable[[str], list[Sample]] = field(repr=False)
     balance: Mapping[str, str] = field(default_factory=dict)  # our name -> its directive
     certificate_list: bool = False  # certificates in a list file beside the config
+    cannot: Mapping[str, str] = field(default_factory=dict)  # label -> why this kind refuses it
+    ca_bundle: str = ""  # the system CAs' file, for verifying tasks' certificates (ssl_backend)
 
     def check_argv(self, path: str) -> list[str]:
         """The check command for a config at ``path``."""
@@ -42,6 +44,11 @@ KINDS: dict[str, ProxyKind] = {
         status_path="/stub_status",
         read_status=statuspage.parse_stub_status,
         balance={"leastconn": "least_conn", "source": "ip_hash", "random": "random"},
+        cannot={
+            "ssl_passthrough": "nginx passes TLS through only with its stream module "
+            "(ssl_preread), which Debian's nginx and nginx-light do not load; use an HAProxy proxy",
+        },
+        ca_bundle="/etc/ssl/certs/ca-certificates.crt",  # Debian's and the official image's
     ),
     "haproxy": ProxyKind(
         name="haproxy",
@@ -52,6 +59,11 @@ KINDS: dict[str, ProxyKind] = {
         status_path="/stats;csv;norefresh",
         read_status=statuspage.parse_haproxy_csv,
         certificate_list=True,  # a `bind` line holds at most 64 words
+        cannot={
+            "basic_auth_secret": "HAProxy 2.6 reads users only from its own configuration "
+            "(userlist), never from a file, and the controller never reads a secret; use an "
+            "nginx proxy",
+        },
     ),
 }
 NAMES = tuple(KINDS)

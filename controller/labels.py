@@ -9,14 +9,15 @@ whatever goes wrong while reading one service's labels costs that service alone.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
+from . import grammar as g
 from . import vocabulary as vocab
-from .grammar import DEFAULT_HEALTH_INTERVAL_MS, LabelError, host
+from .grammar import DEFAULT_HEALTH_INTERVAL_MS, LabelError, Redirect, host
 from .kinds import KINDS
 from .logs import printable
-from .vocabulary import Vocabulary
+from .vocabulary import FAMILIES, LB, NATIVE, Vocabulary
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,18 @@ class TlsSpec:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Per-route limits a service asks for; None / empty: the proxy's defaults."""
+
+    connect_timeout_ms: int | None = None
+    read_timeout_ms: int | None = None
+    max_body_bytes: int | None = None
+    ip_allow: tuple[str, ...] = ()  # CIDRs; others get 403
+    response_headers: tuple[tuple[str, str], ...] = ()  # (name, value), set on every answer
+    basic_auth_secret: str = ""  # Docker secret with an htpasswd file
+
+
+@dataclass(frozen=True)
 class AppSpec:
     """What an app service's labels ask for, all values validated."""
 
@@ -62,6 +75,32 @@ class AppSpec:
     health_interval_ms: int = DEFAULT_HEALTH_INTERVAL_MS
     share_host: bool = False  # other services may serve paths under this service's hosts
     access_log: bool = True  # False: the proxies leave this service's requests out of their log
+    family: str = NATIVE  # the label family it was read from (vocabulary.FAMILIES)
+    weight: int | None = None  # set: shares its host and path with other weighted services
+    sticky_cookie: str = ""  # requests with this cookie's value keep reaching one task
+    redirects: tuple[Redirect, ...] = ()  # each source host (one of ``hosts``) redirects
+    default_backend: bool = False  # answers the hosts that no route serves
+    limits: Limits = field(default_factory=Limits)
+    ssl_backend: bool = False  # TLS to the tasks
+    ssl_backend_verify: bool = False  # ... verified against the system's CAs and the Host
+    ssl_passthrough: bool = False  # TLS passed through by SNI: the tasks terminate it
+
+    def uses(self) -> tuple[str, ...]:
+        """The labels (our names) of the features this spec asks for that a proxy kind may
+        lack: ``kinds.ProxyKind.cannot`` refuses them by these names."""
+        used = {
+            "basic_auth_secret": bool(self.limits.basic_auth_secret),
+            "ssl_passthrough": self.ssl_passthrough,
+            "ssl_backend": self.ssl_backend,
+            "sticky_session_cookie": bool(self.sticky_cookie),
+            "redirects": bool(self.redirects),
+            "default_backend": self.default_backend,
+            "weight": self.weight is not None,
+            "ip_allow": bool(self.limits.ip_allow),
+            "response_header": bool(self.limits.response_headers),
+            "max_body_size": self.limits.max_body_bytes is not None,
+        }
+        return tuple(name for name, on in used.items() if on)
 
 
 @dataclass(frozen=True)
@@ -83,7 +122,9 @@ def is_proxy(labels: Mapping[str, str], prefix: str) -> bool:
 
 
 class _Reader:
-    """Reads one service's labels, collecting a Problem per bad value instead of raising."""
+    """Reads one service's labels of one family, collecting a Problem per bad value instead of
+    raising. Labels are asked for by our names; in Interlock 2's family each name reads the
+    ``com.docker.lb.*`` label that ``means`` it (and one with no such label reads as absent)."""
 
     def __init__(
         self,
@@ -91,22 +132,36 @@ class _Reader:
         labels: Mapping[str, str],
         prefix: str,
         declared: Mapping[str, vocab.Declared],
+        family: str = NATIVE,
     ) -> None:
         self.service = service
         self.labels = labels
         self.words = Vocabulary(prefix)
         self.declared = declared
+        self.family = family
         self.problems: list[Problem] = []
 
     def key(self, name: str) -> str:
-        return self.words.key(name)
+        """The key of our label ``name`` in this reader's family (what Problems name)."""
+        return self.words.family_key(self.family, name)
+
+    def _declared(self, name: str) -> tuple[str, vocab.Declared] | None:
+        if self.family == LB:
+            label = vocab.LB_BY_MEANING.get(name)
+            return (f"{LB}.{label.name}", label) if label else None
+        declared = self.declared.get(vocab.declared_name(name))
+        return (self.key(name), declared) if declared else None  # an Interlock 2 label only
 
     def get(self, name: str, default=None, parse: Callable[[str], object] | None = None):
         """The value of a declared label read by its grammar, or ``default``."""
-        label = self.key(name)
-        if label not in self.labels:
+        found = self._declared(name)
+        if found is None or found[0] not in self.labels:
             return default
-        grammar = parse or self.declared[vocab.declared_name(name)].grammar
+        label, declared = found
+        return self.read(label, parse or declared.grammar, default)
+
+    def read(self, label: str, grammar: Callable[[str], object], default=None):
+        """``grammar`` applied to the value of ``label``; a Problem and ``default`` if it fails."""
         try:
             return grammar(self.labels[label])
         except LabelError as error:
@@ -117,12 +172,16 @@ class _Reader:
         return default
 
     def ours(self) -> list[tuple[str, str]]:
-        """(key, name) of every label under our prefix, sorted."""
-        found = ((key, self.words.name_of(key)) for key in sorted(self.labels))
+        """(key, name) of every label of this reader's family, sorted."""
+        name_of = vocab.lb_name_of if self.family == LB else self.words.name_of
+        found = ((key, name_of(key)) for key in sorted(self.labels))
         return [(key, name) for key, name in found if name is not None]
 
     def ignore(self, label: str, reason: str) -> None:
         self.problems.append(Problem(self.service, label, reason, rejected=False))
+
+    def refuse(self, name: str, reason: str) -> None:
+        self.problems.append(Problem(self.service, self.key(name), reason))
 
     @property
     def failed(self) -> bool:
@@ -130,6 +189,8 @@ class _Reader:
 
 
 def _hosts(reader: _Reader) -> tuple[str, ...]:
+    if reader.family == LB:
+        return reader.get("hostname", ())
     hostname = reader.get("hostname")
     domain = reader.get("domain")
     main = ".".join(part for part in (hostname, domain) if part)
@@ -147,9 +208,12 @@ def _hosts(reader: _Reader) -> tuple[str, ...]:
 
 
 def _report_unknown(reader: _Reader) -> None:
-    """Labels under our prefix that are not declared, or declared but not supported."""
+    """Labels of the family read that are not declared, or declared but not supported."""
     for label, name in reader.ours():
-        declared = reader.declared.get(vocab.declared_name(name))
+        if reader.family == LB:
+            declared = vocab.LB_BY_NAME.get(name)
+        else:
+            declared = reader.declared.get(vocab.declared_name(name))
         if declared and declared.supported:
             continue
         if declared:
@@ -173,7 +237,8 @@ def _tls(reader: _Reader) -> TlsSpec | None:
             and (enabled or only or cert or key)
             and reader.key(label) not in reader.labels
         ):
-            why = "missing: TLS needs both ssl_cert and ssl_cert_key (names of Docker secrets)"
+            names = f"{reader.key('ssl_cert')} and {reader.key('ssl_cert_key')}"
+            why = f"missing: TLS needs both {names} (names of Docker secrets)"
             reader.problems.append(Problem(reader.service, reader.key(label), why))
     return None
 
@@ -186,9 +251,9 @@ def _total(parse: Callable[[str, Mapping[str, str], str], Parsed]):
     grammar foresaw) rejects that service with a Problem; it never escapes into the pass."""
 
     @functools.wraps(parse)
-    def guarded(service: str, labels: Mapping[str, str], prefix: str):
+    def guarded(service: str, labels: Mapping[str, str], prefix: str, **options):
         try:
-            return parse(service, labels, prefix)
+            return parse(service, labels, prefix, **options)
         except Exception as error:
             why = f"labels could not be read ({type(error).__name__}); the service is rejected"
             return None, [Problem(str(service), Vocabulary(prefix).key("*"), why)]
@@ -196,13 +261,110 @@ def _total(parse: Callable[[str, Mapping[str, str], str], Parsed]):
     return guarded
 
 
+def family_of(
+    labels: Mapping[str, str], prefix: str, families: Iterable[str] = FAMILIES
+) -> str | None:
+    """The one family a service is read from: ours when it is routed by our labels, else
+    Interlock 2's when routed by those; None when neither family read routes it."""
+    words = Vocabulary(prefix)
+    for family in (NATIVE, LB):
+        if family in families and words.is_routed(labels, (family,)):
+            return family
+    return None
+
+
+def _other_family(reader: _Reader) -> None:
+    """Labels of the family not read are reported once: ours win over Interlock 2's."""
+    if reader.family == NATIVE:
+        other = [key for key in reader.labels if vocab.lb_name_of(key) is not None]
+        label, why = f"{LB}.*", f"ignored: the service is routed by its {reader.key('*')} labels"
+    else:
+        other = [key for key in reader.labels if reader.words.name_of(key) is not None]
+        label = reader.words.key("*")
+        why = f"ignored: the service is routed by its {LB}.* labels (it names no host of ours)"
+    if other:
+        reader.ignore(label, f"{why} ({len(other)} label(s): {', '.join(sorted(other)[:5])})")
+
+
+def _headers(reader: _Reader) -> tuple[tuple[str, str], ...]:
+    """``response_header.<Name>`` labels: the name by its grammar, then the value by its."""
+    found: list[tuple[str, str]] = []
+    if reader.family != NATIVE:
+        return ()
+    for key, name in reader.ours():
+        if vocab.is_header(name):
+            header = reader.read(key, lambda _v, n=name: g.header_name(n.split(".", 1)[1]))
+            value = reader.get(name)
+            if header and value and header.lower() not in {h.lower() for h, _ in found}:
+                found.append((header, value))
+    return tuple(found)
+
+
+def _limits(reader: _Reader) -> Limits:
+    return Limits(
+        connect_timeout_ms=reader.get("connect_timeout"),
+        read_timeout_ms=reader.get("read_timeout"),
+        max_body_bytes=reader.get("max_body_size"),
+        ip_allow=reader.get("ip_allow", ()),
+        response_headers=_headers(reader),
+        basic_auth_secret=reader.get("basic_auth_secret", ""),
+    )
+
+
+def _balance(reader: _Reader) -> str | None:
+    """Ours name the algorithm; Interlock 2's ``ip_hash=true`` means ``source``."""
+    if reader.family == LB:
+        return "source" if reader.get("balance_algorithm", False) else None
+    return reader.get("balance_algorithm")
+
+
+# What TLS passthrough cannot be combined with: the proxy never reads the HTTP inside.
+_NOT_WITH_PASSTHROUGH = (
+    "context_root",
+    "ssl_cert",
+    "redirects",
+    "sticky_session_cookie",
+    "response_header",
+    "basic_auth_secret",
+    "max_body_size",
+    "ip_allow",
+    "ssl_backend",
+    "default_backend",
+    "health_check",
+)
+
+
+def _check_combinations(reader: _Reader, spec: AppSpec) -> None:
+    if not spec.ssl_passthrough:
+        return
+    for name in _NOT_WITH_PASSTHROUGH:
+        if name == "response_header":
+            present = bool(spec.limits.response_headers)
+        else:
+            found = reader._declared(name)
+            present = bool(found) and found[0] in reader.labels
+        if present:
+            reader.refuse(
+                "ssl_passthrough",
+                f"cannot be combined with {reader.key(name)}: a passed-through TLS stream is "
+                "never read as HTTP by the proxy",
+            )
+
+
 @_total
 def parse_app(
-    service: str, labels: Mapping[str, str], prefix: str
+    service: str, labels: Mapping[str, str], prefix: str, families: Iterable[str] = FAMILIES
 ) -> tuple[AppSpec | None, list[Problem]]:
-    """Turn an app service's labels into an AppSpec, or None and the reasons it is rejected."""
-    reader = _Reader(service, labels, prefix, vocab.APP)
+    """Turn an app service's labels into an AppSpec, or None and the reasons it is rejected.
+
+    The service is read from one family (``family_of``); its hosts are the ones it names plus
+    the sources of its redirects."""
+    family = family_of(labels, prefix, families) or NATIVE
+    reader = _Reader(service, labels, prefix, vocab.APP, family)
+    _other_family(reader)
     hosts = _hosts(reader)
+    redirects = reader.get("redirects", ())
+    hosts += tuple(dict.fromkeys(r.source for r in redirects if r.source not in hosts))
     spec = AppSpec(
         hosts=hosts,
         port=reader.get("port"),
@@ -210,18 +372,33 @@ def parse_app(
         context_root=reader.get("context_root", ""),
         rewrite=reader.get("context_root_rewrite", False),
         cluster=reader.get("ext.service_cluster", ""),
-        balance=reader.get("balance_algorithm"),
+        balance=_balance(reader),
         tls=_tls(reader),
         health_check=reader.get("health_check", "") or "",
         health_interval_ms=reader.get("health_check_interval", DEFAULT_HEALTH_INTERVAL_MS),
         share_host=reader.get("share_host", False),
         access_log=reader.get("access_log", True),
+        family=family,
+        weight=reader.get("weight"),
+        sticky_cookie=reader.get("sticky_session_cookie", ""),
+        redirects=redirects,
+        default_backend=reader.get("default_backend", False),
+        limits=_limits(reader),
+        ssl_backend=reader.get("ssl_backend", False),
+        ssl_backend_verify=reader.get("ssl_backend_tls_verify", False),
+        ssl_passthrough=reader.get("ssl_passthrough", False),
     )
     reader.get("websocket_endpoint")
+    if reader.get("backend_mode") == "vip":
+        reader.ignore(
+            f"{LB}.backend_mode",
+            "vip is not supported: the proxies reach the tasks directly (task mode)",
+        )
     if reader.key("health_check") in labels and not spec.health_check:
         spec = replace(spec, health_check="/")  # health_check=/ checks the root
+    _check_combinations(reader, spec)
     _report_unknown(reader)
-    if not hosts and not reader.failed:
+    if not hosts and not spec.default_backend and not reader.failed:
         reader.problems.append(Problem(service, reader.key("hostname"), "no host name given"))
     return (None if reader.failed else spec), reader.problems
 

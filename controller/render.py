@@ -25,10 +25,12 @@ from pathlib import Path
 
 import jinja2
 
-from .desired import Certificate, DesiredProxy, Route
+from .desired import Backend, Certificate, DesiredProxy, Route
+from .grammar import HEADER_VALUE_CHARS
 from .kinds import KINDS
 
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9._:/~-]+")  # fullmatch: "$" would let a final newline in
+_SAFE_TEXT = re.compile(rf"[{HEADER_VALUE_CHARS}]+")  # a header value: blanks, no quotes
 CRT_LIST_SUFFIX = ".crt-list"
 
 
@@ -94,6 +96,35 @@ def safe_token(value: object) -> str:
     return text
 
 
+def quoted(value: object) -> str:
+    """A header value in double quotes: only characters that neither proxy reads as syntax
+    inside quotes (no quote, backslash, '$', '%', '#', braces), else nothing is rendered."""
+    text = str(value)
+    if not _SAFE_TEXT.fullmatch(text):
+        raise RenderError(f"refusing to render unsafe text {text!r}")
+    return f'"{text}"'
+
+
+def tag(name: object) -> str:
+    """A short stable id of a backend for nginx variable names (a name of more than 46
+    characters overflows nginx's variables hash bucket)."""
+    return hashlib.sha256(safe_token(name).encode()).hexdigest()[:12]
+
+
+def variables_hash_size(backends: Iterable[Backend]) -> int:
+    """nginx's ``variables_hash_max_size``: room for two variables per sticky backend beside
+    nginx's own (about 150), twice over so that nginx finds a table size quickly."""
+    sticky = sum(1 for backend in backends if backend.sticky_cookie)
+    return _power_of_two(max(1024, 2 * (2 * sticky + 256)))
+
+
+def servers(backend: Backend) -> list[tuple[str, int | None]]:
+    """(target, weight or None) of a backend's servers; weights only when one per target."""
+    if len(backend.weights) != len(backend.targets):  # also a check's blanked shape
+        return [(target, None) for target in backend.targets]
+    return list(zip(backend.targets, backend.weights, strict=True))
+
+
 def regex_literal(value: str) -> str:
     """A validated path as a regex that matches it literally, without backslashes.
 
@@ -122,6 +153,8 @@ def _environment(folder: str) -> jinja2.Environment:
     )
     env.filters["safe_token"] = safe_token
     env.filters["regex_literal"] = regex_literal
+    env.filters["quoted"] = quoted
+    env.filters["tag"] = tag
     return env
 
 
@@ -217,23 +250,33 @@ def render(desired: DesiredProxy, options: RenderOptions) -> Rendered:
         if not backend.targets:
             return "return 503;"
         uri = "/" if route.rewrite and route.path else ""
-        return f"proxy_pass http://{safe_token(backend.name)}{uri};"
+        scheme = "https" if backend.ssl_backend else "http"
+        return f"proxy_pass {scheme}://{safe_token(backend.name)}{uri};"
 
     kind = KINDS[desired.proxy.spec.kind]
     template = _environment(options.template_dir).get_template(kind.template)
     files = _extra_files(desired, options)
+    http_routes = [r for r in desired.routes if not r.passthrough]
+    default = desired.default_backend
     text = template.render(
         proxy=desired.proxy.name,
         options=options,
         backends=desired.backends,
-        routes=sorted(desired.routes, key=_haproxy_order),
-        hosts=[(host, list(group)) for host, group in groupby(desired.routes, lambda r: r.host)],
+        routes=sorted(http_routes, key=_haproxy_order),
+        passthrough=[r for r in desired.routes if r.passthrough],
+        hosts=[(host, list(group)) for host, group in groupby(http_routes, lambda r: r.host)],
+        redirects={r.host: r for r in desired.redirects},
+        default_backend=backends[default] if default else None,
+        default_route=Route("", "", False, default) if default else None,
+        servers=servers,
+        ca_bundle=kind.ca_bundle,
         upstream=upstream,
         backend_of=backends,  # a route's backend, e.g. for the service it logs as its route
         host_tls={tls.host: tls for tls in desired.tls},
         certificates=desired.certificates,
         crt_list=next((p for p in files if p.endswith(CRT_LIST_SUFFIX)), ""),
         server_names_hash=nginx_name_hash(route.host for route in desired.routes),
+        variables_hash_size=variables_hash_size(desired.backends),
         balance_names=kind.balance,
     )
     return Rendered(text, digest(text), files)

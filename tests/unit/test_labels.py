@@ -115,7 +115,6 @@ def test_raw_backend_options_and_unknown_labels_are_ignored_and_reported():
     labels = app(
         hostname="a.example.com",
         backend_option__1="http-request deny",
-        ssl_backend="true",
         colour="blue",
     )
     spec, problems = parse_app("web", labels, P)
@@ -123,7 +122,6 @@ def test_raw_backend_options_and_unknown_labels_are_ignored_and_reported():
     assert {p.label: p.rejected for p in problems} == {
         f"{P}.backend_option.1": False,
         f"{P}.colour": False,
-        f"{P}.ssl_backend": False,
     }
 
 
