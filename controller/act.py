@@ -25,9 +25,13 @@ from .plan import (
     with_mounts,
 )
 from .retry import docker_call
-from .snapshot import Snapshot
+from .snapshot import Snapshot, config_from_api, data_digest
 
 log = logging.getLogger(__name__)
+
+
+class ConfigMismatch(RuntimeError):
+    """A config under the name the controller would use holds other data: never mounted."""
 
 
 @dataclass(frozen=True)
@@ -94,17 +98,18 @@ class Executor:
             self.push(action)
 
     def create_config(self, action: CreateConfig) -> str:
-        """Create the config; if one of that name exists (an earlier, killed pass), reuse it."""
+        """Create the config; if one of that name exists (an earlier, killed pass), reuse it
+        only when its data is the rendered text (anyone may have created that name first)."""
+        data = action.data.encode()
         try:
-            return self._call(
-                self.api.create_config, action.name, action.data.encode(), labels=action.labels
-            )["ID"]
+            return self._call(self.api.create_config, action.name, data, labels=action.labels)["ID"]
         except docker.errors.APIError as error:
             if error.status_code != 409:
                 raise
-        return self._config_id(action.name)
+        return self._config_id(action.name, data_digest(data))
 
-    def _config_id(self, name: str) -> str:
+    def _config_id(self, name: str, digest: str = "") -> str:
+        """The id of the config ``name``, after checking its data has sha256 ``digest``."""
         found = [
             c
             for c in self._call(self.api.configs, filters={"name": name})
@@ -112,7 +117,17 @@ class Executor:
         ]
         if not found:
             raise LookupError(f"config {name} does not exist")
-        return found[0]["ID"]
+        config = config_from_api(found[0])
+        if digest and not config.digest:  # the listing left the data out: ask for it
+            raw = self._call(self.api.inspect_config, config.id)
+            config = config_from_api(raw)
+        if digest and config.digest != digest:
+            raise ConfigMismatch(
+                f"Docker config {name} exists with other content than the rendered config "
+                f"(sha256 {config.digest[:12] or 'unknown'}, rendered {digest[:12]}): "
+                "refusing to mount it; the proxy keeps its config until that config is removed"
+            )
+        return config.id
 
     def update_service(self, action: UpdateProxyService, config_ids: dict[str, str]) -> None:
         """Post the full observed spec with the config swapped, at the observed version.
@@ -120,12 +135,17 @@ class Executor:
         Every field is passed explicitly: docker-py would otherwise send what it was not given as
         empty. A concurrent change makes Swarm refuse the stale version; the next pass retries.
         """
-        config = None
+        config, files = None, []
         if action.config_name is not None:
             name = action.config_name
-            config = (config_ids.get(name) or self._config_id(name) if name else "", name)
+            found = config_ids.get(name) or (self._config_id(name, action.digest) if name else "")
+            config = (found, name)
+            files = [
+                (path, config_ids.get(file) or self._config_id(file, sha), file)
+                for path, file, sha in action.files
+            ]
         secrets = None if action.secrets is None else list(action.secrets)
-        spec = with_mounts(action.spec, action.path, config, secrets)
+        spec = with_mounts(action.spec, action.path, config, secrets, action.owner, files)
         self._call(
             self.api.update_service,
             action.service_id,

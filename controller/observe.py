@@ -1,9 +1,14 @@
 """Read the Swarm: a constant number of list calls per pass, whatever the number of services.
 
 Read-only by construction: nothing here writes to Docker. The six calls are services, tasks (only of
-routed and proxy services, only those Swarm wants running), networks, the controller's own configs,
-the running containers of the controller's own engine (for proxies reloaded in place), and
-the names of secrets (for TLS certificates).
+routed and proxy services, only those Swarm wants running), networks, the configs named with the
+controller's prefix (owned or not, with their data, so that a config squatting a name the
+controller will use is seen for what it holds), the running containers of the controller's own
+engine (for proxies reloaded in place), and the names of secrets (for TLS certificates).
+
+Only while a proxy's last update stands rolled back does a pass make more: one listing of those
+proxies' tasks in every state (which config failed, and how), and, once per failed task, the last
+lines its container wrote when it ran on this engine.
 """
 
 from __future__ import annotations
@@ -17,14 +22,17 @@ import docker
 import docker.errors
 
 from . import labels as lbl
+from .certcheck import proxy_words
+from .check import remember
 from .desired import Proxy
-from .plan import Labels, proxy_containers
+from .plan import name_prefix, proxy_containers
 from .retry import docker_call
-from .snapshot import Snapshot, snapshot_from_api
+from .snapshot import Snapshot, snapshot_from_api, sortable_time
 
 # Past this many service ids in one tasks filter, listing all running tasks is cheaper than a
 # query string that long.
 _MAX_SERVICE_FILTER = 200
+_OUTPUT_LINES = 20  # of a failed proxy task's container, for the report
 
 
 @dataclass
@@ -32,6 +40,8 @@ class Observer:
     api: docker.APIClient
     prefix: str
     calls: int = field(default=0, init=False)  # Docker API calls made, for metrics and benchmarks
+    # What failed proxy tasks' containers wrote, by task id: a stopped task never changes.
+    outputs: dict[str, str] = field(default_factory=dict, init=False, repr=False)
 
     @docker_call
     def _call(self, method, *args, **kwargs):
@@ -55,16 +65,61 @@ class Observer:
             filters["service"] = service_ids
         return self._call(self.api.tasks, filters=filters)
 
+    def _rolled_back(self, services: list[dict]) -> list[str]:
+        """Ids of proxy services whose last update Swarm rolled back (or is rolling back)."""
+        return [
+            s["ID"]
+            for s in services
+            if str((s.get("UpdateStatus") or {}).get("State", "")).startswith("rollback_")
+            and lbl.is_proxy((s.get("Spec") or {}).get("Labels") or {}, self.prefix)
+        ]
+
+    def _history(self, service_ids: list[str]) -> list[dict]:
+        if not service_ids:
+            return []
+        return self._call(self.api.tasks, filters={"service": service_ids})
+
+    def _output(self, task: dict) -> str:
+        """The last lines a failed task's container wrote ("" when it ran on another engine)."""
+        if task["ID"] in self.outputs:
+            return self.outputs[task["ID"]]
+        container = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
+        text = ""
+        if container:
+            try:
+                raw = self._call(
+                    self.api.logs, container, stdout=True, stderr=True, tail=_OUTPUT_LINES
+                )
+                text = proxy_words(raw.decode(errors="replace"))
+            except docker.errors.APIError:
+                text = ""  # not on this engine, or already removed
+        remember(self.outputs, task["ID"], text)
+        return text
+
+    def _failed_outputs(self, history: list[dict]) -> dict[str, str]:
+        """Output of the newest failed task of each service in ``history``."""
+        newest: dict[str, dict] = {}
+        for task in history:
+            if (task.get("Status") or {}).get("State") not in ("failed", "rejected"):
+                continue
+            known = newest.get(task.get("ServiceID", ""))
+            created = sortable_time(str(task.get("CreatedAt", "")))
+            if known is None or created > sortable_time(str(known.get("CreatedAt", ""))):
+                newest[task.get("ServiceID", "")] = task
+        return {task["ID"]: self._output(task) for task in newest.values()}
+
     def snapshot(self) -> Snapshot:
         services = self._call(self.api.services)
         tasks = self._tasks(self._relevant(services))
         networks = self._call(self.api.networks)
-        configs = self._call(
-            self.api.configs, filters={"label": f"{Labels(self.prefix).owned}=true"}
-        )
+        configs = self._call(self.api.configs, filters={"name": name_prefix(self.prefix)})
         containers = self._call(self.api.containers, filters={"status": "running"})
         secrets = self._call(self.api.secrets)  # names and ids only: the API never gives data
-        return snapshot_from_api(services, tasks, networks, configs, containers, secrets)
+        history = self._history(self._rolled_back(services))
+        outputs = self._failed_outputs(history)
+        return snapshot_from_api(
+            services, tasks, networks, configs, containers, secrets, history, outputs
+        )
 
 
 def read_container_file(api: docker.APIClient, container_id: str, path: str) -> str | None:

@@ -10,25 +10,46 @@ plan finishes the job, which is what makes a kill between two writes harmless.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .desired import DesiredProxy, Proxy
 from .labels import Problem
-from .render import Rendered
-from .snapshot import Config, Snapshot
+from .render import Rendered, digest
+from .snapshot import Config, Snapshot, Task, sortable_time, spec_refs
+
+# How long Swarm watches a new proxy task for failure: a proxy that cannot load its config or
+# certificates exits within a second of starting, so this catches it with room to spare.
+MONITOR_NS = 5_000_000_000
 
 # Rolling a proxy whose ports are published in host mode must stop the old task first: the new
-# one cannot bind the port while the old one holds it.
+# one cannot bind the port while the old one holds it. An update whose task fails is rolled back
+# by Swarm itself, so a proxy is never left paused with no task (see ``update_configs``).
 DEFAULT_UPDATE_CONFIG = {
     "Parallelism": 1,
     "Delay": 0,
-    "FailureAction": "pause",
-    "Monitor": 5_000_000_000,
+    "FailureAction": "rollback",
+    "Monitor": MONITOR_NS,
     "MaxFailureRatio": 0,
     "Order": "stop-first",
 }
+DEFAULT_ROLLBACK_CONFIG = {
+    "Parallelism": 1,
+    "Delay": 0,
+    "FailureAction": "pause",
+    "Monitor": MONITOR_NS,
+    "MaxFailureRatio": 0,
+    "Order": "stop-first",
+}
+
+# The proxy's user, who alone may read a TLS key, when the service does not name a numeric one:
+# the official nginx image runs its master (which loads certificates) as root; the official
+# HAProxy image (2.4 and later, Debian and Alpine) runs as haproxy, uid and gid 99. Root in a
+# container reads any file (CAP_DAC_OVERRIDE), so 99 suits an HAProxy image running as root too.
+PROXY_USERS = {"nginx": ("0", "0"), "haproxy": ("99", "99")}
+_NUMERIC_USER = re.compile(r"([0-9]{1,10})(?::([0-9]{1,10}))?", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -51,6 +72,9 @@ class UpdateProxyService:
     path: str
     spec: Mapping[str, Any] = field(repr=False)
     secrets: tuple[tuple[str, str, str], ...] | None = None
+    digest: str = ""  # sha256 the mounted config's data must have ("" not checked here)
+    owner: tuple[str, str] = ("0", "0")  # uid, gid of the TLS files (keys: readable by it only)
+    files: tuple[tuple[str, str, str], ...] = ()  # (path, config name, sha256) beside the config
 
 
 @dataclass(frozen=True)
@@ -93,6 +117,11 @@ class Labels:
     def digest(self) -> str:
         return f"{self.prefix}.ext.digest"
 
+    @property
+    def check(self) -> str:
+        """On the certificate check's services and config (never collected as garbage)."""
+        return f"{self.prefix}.ext.check"
+
 
 TLS_FILE_PREFIX = "tls-"  # secret mounts the controller owns on a proxy: /run/secrets/tls-*
 
@@ -129,10 +158,75 @@ def mounted_secrets(snapshot: Snapshot, proxy: Proxy) -> tuple[tuple[str, str], 
     )
 
 
+def _named(prefix: str, proxy: Proxy, sha: str) -> str:
+    suffix = f"-{sha[:12]}"
+    return f"{prefix}-{proxy.name}"[: 64 - len(suffix)] + suffix
+
+
 def config_name(prefix: str, proxy: Proxy, rendered: Rendered) -> str:
     """Docker config names are capped at 64 characters; the digest part keeps them unique."""
-    suffix = f"-{rendered.digest[:12]}"
-    return f"{prefix}-{proxy.name}"[: 64 - len(suffix)] + suffix
+    return _named(prefix, proxy, rendered.digest)
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """One file of a proxy's configuration as the Docker config that carries it (rolling)."""
+
+    path: str
+    name: str
+    text: str = field(repr=False)
+    digest: str = ""
+
+
+def config_files(prefix: str, proxy: Proxy, rendered: Rendered) -> tuple[ConfigFile, ...]:
+    """The config at its path, then each file the render put beside it (HAProxy's crt-list),
+    each a Docker config named by its own content."""
+    main = ConfigFile(
+        proxy.spec.config_path, config_name(prefix, proxy, rendered), rendered.text, rendered.digest
+    )
+    beside = [
+        ConfigFile(path, _named(prefix, proxy, digest(text)), text, digest(text))
+        for path, text in sorted(rendered.files.items())
+    ]
+    return (main, *beside)
+
+
+def _beside(config_path: str, path: str) -> bool:
+    """A file the render puts beside the config is named after it (``<config path>.<...>``)."""
+    return path == config_path or path.startswith(f"{config_path}.")
+
+
+def name_prefix(prefix: str) -> str:
+    """What every config name the controller uses starts with: the observer lists all configs
+    so named, owned or not, so that one squatting a name the controller will use is seen."""
+    return f"{prefix}-"[:51]
+
+
+def secret_owner(kind: str, spec: Mapping[str, Any] | None) -> tuple[str, str]:
+    """uid and gid to own a proxy's TLS files: the service's numeric ``user`` if it sets one,
+    else the user the official image of that kind loads certificates as."""
+    user = ((spec or {}).get("TaskTemplate") or {}).get("ContainerSpec", {}).get("User") or ""
+    found = _NUMERIC_USER.fullmatch(str(user))
+    if found:
+        return found[1], found[2] or found[1]
+    return PROXY_USERS.get(kind, ("0", "0"))
+
+
+def update_configs(spec: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The UpdateConfig and RollbackConfig a proxy is updated with.
+
+    The operator's order, parallelism and delay are kept (they know how the ports are
+    published); a failed task always rolls the update back (``docker service create`` sets
+    "pause", which leaves a stop-first proxy with no task), within a monitor long enough to see
+    a proxy exit at start. The rollback uses the update's order, for the same ports.
+    """
+    update = {**DEFAULT_UPDATE_CONFIG, **(spec.get("UpdateConfig") or {})}
+    update["FailureAction"], update["MaxFailureRatio"] = "rollback", 0
+    update["Monitor"] = max(int(update.get("Monitor") or 0), MONITOR_NS)
+    rollback = {**DEFAULT_ROLLBACK_CONFIG, **(spec.get("RollbackConfig") or {})}
+    rollback["Order"] = update["Order"]
+    rollback["Monitor"] = max(int(rollback.get("Monitor") or 0), MONITOR_NS)
+    return update, rollback
 
 
 def _service(snapshot: Snapshot, service_id: str):
@@ -167,21 +261,48 @@ def unreachable_tasks(snapshot: Snapshot, proxy: Proxy) -> int:
     )
 
 
+def _verified(snapshot: Snapshot, config_id: str, sha: str) -> bool:
+    """The config with this id holds data of this digest, or its data is unknown here."""
+    config = next((c for c in snapshot.configs if c.id == config_id), None)
+    return config is None or config.digest in ("", sha)
+
+
+def _all_mounted(snapshot: Snapshot, proxy: Proxy, files: tuple[ConfigFile, ...]) -> bool:
+    service = _service(snapshot, proxy.service_id)
+    refs = {r.path: r for r in (service.config_refs if service else ())}
+    return all(
+        f.path in refs
+        and refs[f.path].config_name == f.name
+        and _verified(snapshot, refs[f.path].config_id, f.digest)
+        for f in files
+    )
+
+
 def is_current(
     snapshot: Snapshot, prefix: str, target: Deployable, served: Mapping[str, str]
 ) -> bool:
-    """Whether the proxy already serves this configuration everywhere the controller can see."""
+    """Whether the proxy already serves this configuration everywhere the controller can see.
+
+    In rolling mode that is the config of the right name *and* content: a mounted config whose
+    data is known to differ from the rendered text is not current, whatever its name.
+    """
     proxy, rendered = target.proxy, target.rendered
     if proxy.service_id and mounted_secrets(snapshot, proxy) != target.secrets:
         return False
     if proxy.mode == "signal":
         return all(served.get(c) == rendered.digest for c in proxy_containers(snapshot, proxy))
-    return mounted_config(snapshot, proxy) == config_name(prefix, proxy, rendered)
+    return _all_mounted(snapshot, proxy, config_files(prefix, proxy, rendered))
 
 
 def _file(path: str) -> dict[str, Any]:
-    # Readable by the proxy's own user (the official HAProxy image runs as one), in its container.
+    # World-readable: the config and certificates are no secret to anyone in the container.
     return {"Name": path, "UID": "0", "GID": "0", "Mode": 0o444}
+
+
+def _secret_file(path: str, owner: tuple[str, str]) -> dict[str, Any]:
+    """A TLS file owned by the proxy's user; a key is readable by that user only."""
+    mode = 0o400 if path.endswith(".key") else 0o444
+    return {"Name": path, "UID": owner[0], "GID": owner[1], "Mode": mode}
 
 
 def with_mounts(
@@ -189,21 +310,30 @@ def with_mounts(
     path: str,
     config: tuple[str, str] | None,
     secrets: list[tuple[str, str, str]] | None = None,
+    owner: tuple[str, str] = ("0", "0"),
+    files: list[tuple[str, str, str]] = (),
 ) -> dict[str, Any]:
-    """A copy of a service spec with its mounts changed.
+    """A copy of a service spec with its mounts changed, and updates that roll back on failure.
 
-    The config at ``path`` is replaced by ``config`` (id, name), or removed when the name is
-    empty, unless ``config`` is None; unless ``secrets`` is None, the TLS secret mounts are
-    replaced by ``secrets`` (file, secret id, secret name). Other mounts are left alone.
+    Unless ``config`` is None, the config at ``path`` and the files beside it are replaced by
+    ``config`` (id, name) and ``files`` (path, id, name), or removed when the name is empty;
+    unless ``secrets`` is None, the TLS secret mounts are replaced by ``secrets`` (file, secret
+    id, secret name), owned by ``owner`` (uid, gid). Other mounts are left alone.
     """
     new = copy.deepcopy(dict(spec))
     container = new.setdefault("TaskTemplate", {}).setdefault("ContainerSpec", {})
     if config is not None:
         refs = [
-            r for r in container.get("Configs") or [] if (r.get("File") or {}).get("Name") != path
+            r
+            for r in container.get("Configs") or []
+            if not _beside(path, (r.get("File") or {}).get("Name", ""))
         ]
         if config[1]:
             refs.append({"File": _file(path), "ConfigID": config[0], "ConfigName": config[1]})
+            refs += [
+                {"File": _file(where), "ConfigID": cid, "ConfigName": name}
+                for where, cid, name in files
+            ]
         container["Configs"] = refs
     if secrets is not None:
         kept = [
@@ -212,33 +342,158 @@ def with_mounts(
             if not (r.get("File") or {}).get("Name", "").startswith(TLS_FILE_PREFIX)
         ]
         container["Secrets"] = kept + [
-            {"File": _file(file), "SecretID": sid, "SecretName": name}
+            {"File": _secret_file(file, owner), "SecretID": sid, "SecretName": name}
             for file, sid, name in secrets
         ]
-    new["UpdateConfig"] = new.get("UpdateConfig") or dict(DEFAULT_UPDATE_CONFIG)
+    new["UpdateConfig"], new["RollbackConfig"] = update_configs(new)
     return new
 
 
-def _rolling(snapshot, prefix, target: Deployable, existing) -> list[Action]:
+# -- updates that failed ------------------------------------------------------------------------
+
+_FAILED = ("failed", "rejected")
+
+
+def _mounts(
+    configs: Iterable, secrets: Iterable, path: str
+) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """(config at ``path``, sorted TLS secret mounts) of a spec or a task."""
+    config = next((r.config_name for r in configs if r.path == path), "")
+    tls = tuple(
+        sorted((r.path, r.secret_name) for r in secrets if r.path.startswith(TLS_FILE_PREFIX))
+    )
+    return config, tls
+
+
+def _wanted(prefix: str, target: Deployable) -> tuple[str | None, tuple]:
+    """What an update for this target would mount: (config or None if unchanged, TLS files)."""
+    if target.proxy.mode == "signal":
+        return None, target.secrets
+    return config_name(prefix, target.proxy, target.rendered), target.secrets
+
+
+def failed_update(snapshot: Snapshot, prefix: str, target: Deployable) -> str | None:
+    """Why the update this target needs already failed and was rolled back (None if it did not).
+
+    Swarm rolls a failed update back and (for its own rollbacks) forgets the spec it rolled away
+    from, so the attempt is recognised by its failed tasks, created since the update started,
+    that mounted what the target would mount; a manual ``docker service rollback`` keeps that
+    spec as PreviousSpec. Another config or other secrets is a new attempt: it is made.
+    """
+    proxy = target.proxy
+    service = _service(snapshot, proxy.service_id) if proxy.service_id else None
+    if not service or not service.update or not service.update.rolled_back:
+        return None
+    config, secrets = _wanted(prefix, target)
+    path = proxy.spec.config_path
+
+    def same(mounts: tuple[str, tuple]) -> bool:
+        return (config is None or mounts[0] == config) and mounts[1] == secrets
+
+    since = sortable_time(service.update.started_at)
+    tasks = [
+        t
+        for t in snapshot.history
+        if t.service_id == service.id
+        and t.state in _FAILED
+        and not (since and sortable_time(t.created_at) and sortable_time(t.created_at) < since)
+        and same(_mounts(t.config_refs, t.secret_refs, path))
+    ]
+    if tasks:
+        return _task_failure(max(tasks, key=lambda t: sortable_time(t.created_at)))
+    if service.previous_spec and same(_mounts(*spec_refs(service.previous_spec), path)):
+        return f"rolled back ({service.update.message or service.update.state})"
+    return None
+
+
+def _task_failure(task: Task) -> str:
+    said = " ".join(task.output.split())[-600:]
+    code = f", exit code {task.exit_code}" if task.exit_code is not None else ""
+    why = f"task {task.id[:12]} {task.state}{code}: {task.error or 'no error given'}"
+    return f"{why}; the proxy said: {said}" if said else why
+
+
+def squatted_config(snapshot: Snapshot, prefix: str, target: Deployable) -> Config | None:
+    """A config under the name this target's config would get, with other data than the
+    rendered text: never mounted, since it is not what was checked."""
+    if target.proxy.mode != "rolling":
+        return None
+    by_name = {c.name: c for c in snapshot.configs}
+    for file in config_files(prefix, target.proxy, target.rendered):
+        found = by_name.get(file.name)
+        if found and found.digest and found.digest != file.digest:
+            return found
+    return None
+
+
+def rolling_problems(snapshot: Snapshot, prefix: str, target: Deployable) -> list[Problem]:
+    """What stops the plan from deploying this target, said to the user (then it plans nothing
+    for the proxy, which keeps serving what it serves).
+
+    A config whose name is taken by other content; an update that failed and was rolled back,
+    which is not made again until what it would mount changes or the service is updated.
+    """
+    proxy, problems = target.proxy, []
+    label = f"{prefix}.ext.name"
+    squatter = squatted_config(snapshot, prefix, target)
+    if squatter:
+        reason = (
+            f"Docker config {squatter.name} exists with other content than the rendered file "
+            f"it is named for (sha256 {squatter.digest[:12]}): it is not mounted; the proxy "
+            "keeps its config until that Docker config is removed"
+        )
+        problems.append(Problem(proxy.name, label, reason, proxy=proxy.name))
+    if is_current(snapshot, prefix, target, {}):
+        return problems
+    failed = failed_update(snapshot, prefix, target)
+    if failed:
+        config, _ = _wanted(prefix, target)
+        what = f"config {config}" if config else "the TLS secrets"
+        reason = (
+            f"the update mounting {what} failed and Swarm rolled it back to the previous task "
+            f"({failed}); it is not retried until the config or secrets change or the service "
+            "is updated"
+        )
+        problems.append(Problem(proxy.name, label, reason, proxy=proxy.name))
+    return problems
+
+
+def deploy_problems(
+    snapshot: Snapshot, prefix: str, deployable: Mapping[str, Deployable]
+) -> list[Problem]:
+    """``rolling_problems`` of every target, in proxy order."""
+    found = []
+    for _name, target in sorted(deployable.items()):
+        found += rolling_problems(snapshot, prefix, target)
+    return found
+
+
+def _rolling(snapshot, prefix, target: Deployable, existing: Mapping[str, Config]) -> list:
     proxy, rendered = target.proxy, target.rendered
-    name = config_name(prefix, proxy, rendered)
     if is_current(snapshot, prefix, target, {}):
         return []
     keys = Labels(prefix)
+    main, *beside = config_files(prefix, proxy, rendered)
     actions: list[Action] = []
-    if name not in existing:
-        labels = {keys.owned: "true", keys.proxy: proxy.service_id, keys.digest: rendered.digest}
-        actions.append(CreateConfig(proxy.name, name, rendered.text, labels))
+    for file in (*beside, main):  # the files the config names exist before it is mounted
+        if file.name not in existing or not existing[file.name].digest:
+            # A config listed without its data is created anyway: the executor then finds it
+            # on Docker's conflict and compares its data before using it.
+            labels = {keys.owned: "true", keys.proxy: proxy.service_id, keys.digest: file.digest}
+            actions.append(CreateConfig(proxy.name, file.name, file.text, labels))
     service = _service(snapshot, proxy.service_id)
     actions.append(
         UpdateProxyService(
             proxy.name,
             proxy.service_id,
             service.version,
-            name,
+            main.name,
             proxy.spec.config_path,
             service.spec,
             with_ids(snapshot, target.secrets),
+            main.digest,
+            secret_owner(proxy.spec.kind, service.spec),
+            tuple((f.path, f.name, f.digest) for f in beside),
         )
     )
     return actions
@@ -259,6 +514,7 @@ def _signal(snapshot, prefix, target: Deployable, served, owned_names) -> list[A
                 proxy.spec.config_path,
                 service.spec,
                 with_ids(snapshot, target.secrets),
+                owner=secret_owner(proxy.spec.kind, service.spec),
             )
         ]
     mounted = mounted_config(snapshot, proxy)
@@ -318,6 +574,12 @@ def _owned(snapshot: Snapshot, prefix: str) -> list[Config]:
     return [c for c in snapshot.configs if c.labels.get(Labels(prefix).owned) == "true"]
 
 
+def owned_names(snapshot: Snapshot, prefix: str) -> set[str]:
+    """Names of the configs the controller owns (the snapshot also lists others that merely
+    carry its name prefix)."""
+    return {c.name for c in _owned(snapshot, prefix)}
+
+
 def _garbage(snapshot: Snapshot, prefix: str, keep: int, protect: set[str]) -> list[Action]:
     """Owned configs no service mounts, beyond the newest ``keep`` per proxy (for rollback)."""
     used = {r.config_name for s in snapshot.services for r in s.config_refs}
@@ -327,6 +589,8 @@ def _garbage(snapshot: Snapshot, prefix: str, keep: int, protect: set[str]) -> l
     for config in _owned(snapshot, prefix):
         if config.name in used or config.id in used or config.name in protect:
             continue
+        if config.labels.get(Labels(prefix).check) == "true":
+            continue  # the certificate check's own config: it reuses it on every check
         by_proxy.setdefault(config.labels.get(Labels(prefix).proxy, ""), []).append(config)
     actions: list[Action] = []
     for proxy_id, configs in sorted(by_proxy.items()):
@@ -349,12 +613,14 @@ def plan(
     its check and the secrets it needs (proxies whose config failed are absent, so they keep what
     they serve). ``served`` maps a proxy container id to the digest it serves (signal mode).
     """
-    existing = {c.name for c in snapshot.configs}
-    owned_names = {c.name for c in _owned(snapshot, prefix)}
+    existing = {c.name: c for c in snapshot.configs}
+    owned = owned_names(snapshot, prefix)
     actions: list[Action] = []
     for _name, target in sorted(deployable.items()):
+        if squatted_config(snapshot, prefix, target) or failed_update(snapshot, prefix, target):
+            continue  # see rolling_problems: reported, and the proxy keeps what it serves
         if target.proxy.mode == "signal":
-            actions += _signal(snapshot, prefix, target, served, owned_names)
+            actions += _signal(snapshot, prefix, target, served, owned)
         else:
             actions += _rolling(snapshot, prefix, target, existing)
     protect = {a.name for a in actions if isinstance(a, CreateConfig)}

@@ -7,11 +7,26 @@ benchmarks and unit tests can build snapshots from recorded or synthetic answers
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 RUNNING = "running"
+_TIME = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,9}))?Z", re.ASCII
+)
+
+
+def sortable_time(text: str) -> str:
+    """An Engine API time (UTC, RFC 3339, trailing zeros of the nanoseconds trimmed, so that
+    the raw strings can sort out of order within a second) as text that sorts by time; "" when
+    unreadable."""
+    found = _TIME.fullmatch(text)
+    return f"{found[1]}.{(found[2] or '').ljust(9, '0')}" if found else ""
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,26 @@ class Service:
     config_refs: tuple[ConfigRef, ...]
     spec: Mapping[str, Any] = field(repr=False, compare=False, hash=False)
     secret_refs: tuple[SecretRef, ...] = ()
+    update: UpdateStatus | None = None  # the last update's outcome (None: never updated)
+    # The spec before the last update (Swarm clears it when it rolls back an update by itself;
+    # a manual rollback leaves the spec it rolled away from here).
+    previous_spec: Mapping[str, Any] | None = field(
+        default=None, repr=False, compare=False, hash=False
+    )
+
+
+@dataclass(frozen=True)
+class UpdateStatus:
+    """Where a service's last update stands: ``state`` is Swarm's (updating, completed, paused,
+    rollback_started, rollback_paused, rollback_completed)."""
+
+    state: str
+    started_at: str = ""
+    message: str = ""
+
+    @property
+    def rolled_back(self) -> bool:
+        return self.state.startswith("rollback_")
 
 
 @dataclass(frozen=True)
@@ -61,6 +96,12 @@ class Task:
     state: str
     container_id: str
     addresses: Mapping[str, str]
+    created_at: str = ""
+    error: str = ""  # Swarm's Status.Err, e.g. "task: non-zero exit (1)"
+    exit_code: int | None = None
+    config_refs: tuple[ConfigRef, ...] = ()
+    secret_refs: tuple[SecretRef, ...] = ()
+    output: str = field(default="", compare=False, hash=False)  # last lines its container wrote
 
     @property
     def serving(self) -> bool:
@@ -82,12 +123,18 @@ class Network:
 
 @dataclass(frozen=True)
 class Config:
-    """A Docker config (its data is never needed to decide, only its name and labels)."""
+    """A Docker config: its name, labels, and the sha256 of its data.
+
+    Names are not proof of content (anyone who can create configs can create one under the name
+    the controller will use), so what is mounted is compared by ``digest``: "" when the listing
+    did not carry the data (then the executor inspects it before use).
+    """
 
     id: str
     name: str
     labels: Mapping[str, str]
     created_at: str
+    digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,6 +169,9 @@ class Snapshot:
     configs: tuple[Config, ...]
     containers: tuple[Container, ...] = ()
     secrets: tuple[Secret, ...] = ()
+    # Every task, in any state, of proxy services whose last update was rolled back: which
+    # config failed, and how (the running-task listing above never shows failed tasks).
+    history: tuple[Task, ...] = ()
 
 
 def _labels(raw: Mapping[str, Any] | None) -> dict[str, str]:
@@ -152,6 +202,20 @@ def _secret_refs(container_spec: Mapping[str, Any]) -> tuple[SecretRef, ...]:
     return tuple(refs)
 
 
+def _update_status(raw: Mapping[str, Any] | None) -> UpdateStatus | None:
+    if not raw or not raw.get("State"):
+        return None
+    return UpdateStatus(
+        str(raw["State"]), str(raw.get("StartedAt", "")), str(raw.get("Message", ""))
+    )
+
+
+def spec_refs(spec: Mapping[str, Any]) -> tuple[tuple[ConfigRef, ...], tuple[SecretRef, ...]]:
+    """The configs and secrets a service spec mounts."""
+    container_spec = (spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}
+    return _config_refs(container_spec), _secret_refs(container_spec)
+
+
 def service_from_api(raw: Mapping[str, Any]) -> Service:
     spec = raw.get("Spec", {})
     container_spec = spec.get("TaskTemplate", {}).get("ContainerSpec", {})
@@ -168,6 +232,8 @@ def service_from_api(raw: Mapping[str, Any]) -> Service:
         config_refs=_config_refs(container_spec),
         spec=spec,
         secret_refs=_secret_refs(container_spec),
+        update=_update_status(raw.get("UpdateStatus")),
+        previous_spec=raw.get("PreviousSpec") or None,
     )
 
 
@@ -182,8 +248,11 @@ def _task_addresses(raw: Mapping[str, Any]) -> dict[str, str]:
     return addresses
 
 
-def task_from_api(raw: Mapping[str, Any]) -> Task:
+def task_from_api(raw: Mapping[str, Any], output: str = "") -> Task:
     status = raw.get("Status", {})
+    container = status.get("ContainerStatus") or {}
+    container_spec = (raw.get("Spec") or {}).get("ContainerSpec") or {}
+    code = container.get("ExitCode")
     return Task(
         id=raw["ID"],
         service_id=raw.get("ServiceID", ""),
@@ -191,8 +260,14 @@ def task_from_api(raw: Mapping[str, Any]) -> Task:
         slot=int(raw.get("Slot") or 0),
         desired_state=str(raw.get("DesiredState", "")),
         state=str(status.get("State", "")),
-        container_id=str((status.get("ContainerStatus") or {}).get("ContainerID", "")),
+        container_id=str(container.get("ContainerID", "")),
         addresses=_task_addresses(raw),
+        created_at=str(raw.get("CreatedAt", "")),
+        error=str(status.get("Err", "")),
+        exit_code=int(code) if isinstance(code, int) else None,
+        config_refs=_config_refs(container_spec),
+        secret_refs=_secret_refs(container_spec),
+        output=output,
     )
 
 
@@ -205,6 +280,21 @@ def network_from_api(raw: Mapping[str, Any]) -> Network:
     )
 
 
+def data_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _config_digest(spec: Mapping[str, Any]) -> str:
+    """sha256 of a config's data as the API returns it (base64 in Spec.Data); "" if absent."""
+    encoded = spec.get("Data")
+    if not isinstance(encoded, str):
+        return ""
+    try:
+        return data_digest(base64.b64decode(encoded, validate=True))
+    except (binascii.Error, ValueError):
+        return ""
+
+
 def config_from_api(raw: Mapping[str, Any]) -> Config:
     spec = raw.get("Spec", {})
     return Config(
@@ -212,6 +302,7 @@ def config_from_api(raw: Mapping[str, Any]) -> Config:
         name=spec.get("Name", ""),
         labels=_labels(spec.get("Labels")),
         created_at=str(raw.get("CreatedAt", "")),
+        digest=_config_digest(spec),
     )
 
 
@@ -242,8 +333,14 @@ def snapshot_from_api(
     configs: Iterable[Mapping[str, Any]],
     containers: Iterable[Mapping[str, Any]] = (),
     secrets: Iterable[Mapping[str, Any]] = (),
+    history: Iterable[Mapping[str, Any]] = (),
+    outputs: Mapping[str, str] | None = None,
 ) -> Snapshot:
-    """Build a snapshot from the Engine API's list answers, sorted so passes are deterministic."""
+    """Build a snapshot from the Engine API's list answers, sorted so passes are deterministic.
+
+    ``history`` are the tasks (any state) of proxies whose last update rolled back, and
+    ``outputs`` what the containers of some of them wrote last, by task id.
+    """
     return Snapshot(
         services=tuple(sorted((service_from_api(s) for s in services), key=lambda s: s.name)),
         tasks=tuple(sorted((task_from_api(t) for t in tasks), key=lambda t: (t.service_id, t.id))),
@@ -254,6 +351,12 @@ def snapshot_from_api(
             sorted(
                 (Secret(s["ID"], s.get("Spec", {}).get("Name", "")) for s in secrets),
                 key=lambda s: s.name,
+            )
+        ),
+        history=tuple(
+            sorted(
+                (task_from_api(t, (outputs or {}).get(t["ID"], "")) for t in history),
+                key=lambda t: (t.service_id, t.id),
             )
         ),
     )

@@ -1,5 +1,10 @@
 """Planning: nothing to do when converged, the right writes when not, any prefix resumable."""
 
+import base64
+import hashlib
+
+import pytest
+
 from controller import plan as planning
 from controller.desired import desired_state
 from controller.plan import CreateConfig, PushConfig, RemoveConfig, UpdateProxyService
@@ -60,21 +65,30 @@ def test_a_converged_swarm_plans_nothing():
     assert planning.plan(snapshot, P, deployable(snapshot), {}, keep_configs=3) == []
 
 
+def with_data(config: dict, text: str) -> dict:
+    """A config as `GET /configs` lists it on Engine 20.10: with its data, base64."""
+    config["Spec"]["Data"] = base64.b64encode(text.encode()).decode()
+    return config
+
+
 def test_a_killed_pass_that_created_the_config_resumes_with_the_update_only():
     snapshot = make([proxy_service(), APP])
-    name = planning.config_name(P, *_pr(deployable(snapshot)["proxy"]))
-    after_kill = make(
-        [proxy_service(), APP], [b.config("cfgN", name, OWNED, "2026-01-02T00:00:00Z")]
-    )
+    target = deployable(snapshot)["proxy"]
+    name = planning.config_name(P, *_pr(target))
+    created = b.config("cfgN", name, OWNED, "2026-01-02T00:00:00Z")
+    after_kill = make([proxy_service(), APP], [with_data(created, target.rendered.text)])
     actions = planning.plan(after_kill, P, deployable(after_kill), {}, keep_configs=3)
     assert [type(a) for a in actions] == [UpdateProxyService]
     assert actions[0].config_name == name
 
 
 def test_a_stack_redeploy_that_dropped_the_mount_is_undone():
-    _, name = converged_snapshot()
+    first = make([proxy_service(), APP])
+    target = deployable(first)["proxy"]
+    name = planning.config_name(P, *_pr(target))
     redeployed = proxy_service([b.config_ref("u1", "users-own", PATH)])
-    reset = make([redeployed, APP], [b.config("cfg1", name, OWNED, "2026-01-01T00:00:00Z")])
+    ours = with_data(b.config("cfg1", name, OWNED, "2026-01-01T00:00:00Z"), target.rendered.text)
+    reset = make([redeployed, APP], [ours])
     actions = planning.plan(reset, P, deployable(reset), {}, keep_configs=3)
     assert [type(a) for a in actions] == [UpdateProxyService]
 
@@ -164,3 +178,235 @@ def test_tls_certificates_are_mounted_with_the_config_and_count_for_convergence(
     configs = [b.config("cfg1", name, OWNED, "2026-01-01T00:00:00Z")]
     done = snapshot_from_api([mounted, app], TASKS, [b.network("net1")], configs, [], secrets)
     assert planning.plan(done, P, deployable(done), {}, keep_configs=3) == []
+
+
+# -- updates roll back, and a rolled-back config is not retried forever (issue 11, item 3) ------
+
+CLI_UPDATE = {  # what `docker service create` and `docker stack deploy` set when told nothing
+    "Parallelism": 1,
+    "FailureAction": "pause",
+    "Monitor": 5_000_000_000,
+    "MaxFailureRatio": 0,
+    "Order": "stop-first",
+}
+
+
+def test_an_update_that_fails_rolls_back_whatever_the_service_said():
+    spec = proxy_service()["Spec"]
+    spec["UpdateConfig"] = {**CLI_UPDATE, "Order": "start-first", "MaxFailureRatio": 0.5}
+    spec["UpdateConfig"]["Monitor"] = 1_000_000_000
+    new = planning.with_mounts(spec, PATH, ("z", "new"))
+    update, rollback = new["UpdateConfig"], new["RollbackConfig"]
+    assert update["FailureAction"] == "rollback" and update["MaxFailureRatio"] == 0
+    assert update["Monitor"] >= 5_000_000_000  # long enough to see a proxy exit at start
+    assert update["Order"] == rollback["Order"] == "start-first"  # the operator's ports, kept
+    assert rollback["FailureAction"] == "pause"
+    bare = planning.with_mounts(proxy_service()["Spec"], PATH, ("z", "new"))
+    assert bare["UpdateConfig"]["Order"] == bare["RollbackConfig"]["Order"] == "stop-first"
+    assert bare["UpdateConfig"]["FailureAction"] == "rollback"
+
+
+@pytest.mark.parametrize(
+    "kind, user, owner",
+    [
+        ("nginx", None, "0"),
+        ("haproxy", None, "99"),
+        ("haproxy", "101:102", "101"),
+        ("nginx", "x", "0"),
+    ],
+)
+def test_tls_keys_are_readable_by_the_proxys_user_only(kind, user, owner):
+    spec = proxy_service()["Spec"]
+    if user:
+        spec["TaskTemplate"]["ContainerSpec"]["User"] = user
+    secrets = [("tls-a.pem", "s1", "crt"), ("tls-a.pem.key", "s2", "key")]
+    new = planning.with_mounts(spec, PATH, None, secrets, planning.secret_owner(kind, spec))
+    files = {r["File"]["Name"]: r["File"] for r in new["TaskTemplate"]["ContainerSpec"]["Secrets"]}
+    assert files["tls-a.pem.key"]["Mode"] == 0o400 and files["tls-a.pem.key"]["UID"] == owner
+    assert files["tls-a.pem"]["Mode"] == 0o444  # a certificate is public
+
+
+STARTED = "2026-02-01T10:00:00.5Z"
+
+
+def rolled_back(attempted: str, created: str = "2026-02-01T10:00:01.25Z", **service_extra):
+    """The proxy after Swarm rolled back an update to ``attempted``: the old spec is back, the
+    failed task is in the history (as the observer lists it), PreviousSpec is gone."""
+    proxy = proxy_service([b.config_ref("old", "interlock-proxy-old", PATH)])
+    proxy["UpdateStatus"] = {
+        "State": "rollback_completed",
+        "StartedAt": STARTED,
+        "Message": "rollback completed",
+    }
+    proxy.update(service_extra)
+    failed = b.task("f1", "p1", "10.0.9.9", desired="shutdown", state="failed")
+    failed["CreatedAt"] = created
+    failed["Status"]["Err"] = "task: non-zero exit (1)"
+    failed["Status"]["ContainerStatus"]["ExitCode"] = 1
+    failed["Spec"] = {"ContainerSpec": {"Configs": [b.config_ref("new", attempted, PATH)]}}
+    said = {"f1": '[emerg] cannot load certificate "/run/secrets/tls-x.pem"'}
+    return snapshot_from_api([proxy, APP], TASKS, [b.network("net1")], [], [], [], [failed], said)
+
+
+def wanted_name() -> str:
+    first = make([proxy_service(), APP])
+    return planning.config_name(P, *_pr(deployable(first)["proxy"]))
+
+
+def test_a_rolled_back_update_is_not_made_again_and_says_why():
+    snapshot = rolled_back(wanted_name())
+    ready = deployable(snapshot)
+    assert planning.plan(snapshot, P, ready, {}, keep_configs=3) == []
+    (problem,) = planning.rolling_problems(snapshot, P, ready["proxy"])
+    assert (problem.service, problem.proxy, problem.label) == ("proxy", "proxy", f"{P}.ext.name")
+    assert wanted_name() in problem.reason and "rolled it back" in problem.reason
+    assert "exit code 1" in problem.reason and "cannot load certificate" in problem.reason
+
+
+def test_after_a_rollback_another_config_is_a_new_attempt():
+    snapshot = rolled_back("interlock-proxy-somethingelse")
+    ready = deployable(snapshot)
+    actions = planning.plan(snapshot, P, ready, {}, keep_configs=3)
+    assert [type(a) for a in actions] == [CreateConfig, UpdateProxyService]
+    assert planning.rolling_problems(snapshot, P, ready["proxy"]) == []
+
+
+def test_a_failure_from_before_the_last_update_does_not_count():
+    snapshot = rolled_back(wanted_name(), created="2026-02-01T10:00:00.25Z")  # .25 < .5
+    actions = planning.plan(snapshot, P, deployable(snapshot), {}, keep_configs=3)
+    assert [type(a) for a in actions] == [CreateConfig, UpdateProxyService]
+
+
+def test_a_manual_rollback_is_recognised_by_the_previous_spec():
+    previous = proxy_service([b.config_ref("new", wanted_name(), PATH)])["Spec"]
+    snapshot = rolled_back("unrelated", PreviousSpec=previous)
+    ready = deployable(snapshot)
+    assert planning.plan(snapshot, P, ready, {}, keep_configs=3) == []
+    assert len(planning.rolling_problems(snapshot, P, ready["proxy"])) == 1
+
+
+def test_snapshot_reads_update_status_previous_spec_and_failed_tasks():
+    snapshot = rolled_back("x", PreviousSpec={"Name": "proxy"})
+    proxy = next(s for s in snapshot.services if s.id == "p1")
+    assert proxy.update.state == "rollback_completed" and proxy.update.rolled_back
+    assert proxy.previous_spec == {"Name": "proxy"}
+    (task,) = snapshot.history
+    assert (task.state, task.exit_code, task.error) == ("failed", 1, "task: non-zero exit (1)")
+    assert task.config_refs[0].config_name == "x" and "cannot load" in task.output
+
+
+def test_times_within_one_second_sort_by_time_not_by_text():
+    from controller.snapshot import sortable_time
+
+    assert "2026-01-01T00:00:00.1234Z" > "2026-01-01T00:00:00.12345Z"  # the raw trap
+    assert sortable_time("2026-01-01T00:00:00.1234Z") < sortable_time("2026-01-01T00:00:00.12345Z")
+    assert sortable_time("2026-01-01T00:00:01Z") > sortable_time("2026-01-01T00:00:00.999999999Z")
+    assert sortable_time("yesterday") == ""
+
+
+# -- what is mounted is what was rendered (issue 11, item 4) ------------------------------------
+
+
+def test_a_config_squatting_the_name_is_never_mounted_and_is_reported():
+    first = make([proxy_service(), APP])
+    target = deployable(first)["proxy"]
+    name = planning.config_name(P, *_pr(target))
+    squatter = with_data(b.config("sq", name, {}, "2026-01-01T00:00:00Z"), "events {}\n")
+    snapshot = make([proxy_service(), APP], [squatter])
+    ready = deployable(snapshot)
+    assert planning.plan(snapshot, P, ready, {}, keep_configs=3) == []
+    (problem,) = planning.rolling_problems(snapshot, P, ready["proxy"])
+    assert name in problem.reason and problem.proxy == "proxy" and "not mounted" in problem.reason
+
+
+def test_a_config_of_the_rendered_content_is_used_even_when_not_ours():
+    first = make([proxy_service(), APP])
+    target = deployable(first)["proxy"]
+    name = planning.config_name(P, *_pr(target))
+    same = with_data(b.config("same", name, {}, "2026-01-01T00:00:00Z"), target.rendered.text)
+    snapshot = make([proxy_service(), APP], [same])
+    actions = planning.plan(snapshot, P, deployable(snapshot), {}, keep_configs=3)
+    assert [type(a) for a in actions] == [UpdateProxyService]
+    assert actions[0].digest == target.rendered.digest
+
+
+def test_a_config_listed_without_its_data_is_created_so_the_executor_compares_it():
+    first = make([proxy_service(), APP])
+    name = planning.config_name(P, *_pr(deployable(first)["proxy"]))
+    unknown = b.config("u", name, OWNED, "2026-01-01T00:00:00Z")  # no Spec.Data
+    snapshot = make([proxy_service(), APP], [unknown])
+    actions = planning.plan(snapshot, P, deployable(snapshot), {}, keep_configs=3)
+    assert [type(a) for a in actions] == [CreateConfig, UpdateProxyService]
+
+
+def test_a_mounted_config_whose_data_differs_is_not_current():
+    first = make([proxy_service(), APP])
+    target = deployable(first)["proxy"]
+    name = planning.config_name(P, *_pr(target))
+    mounted = proxy_service([b.config_ref("sq", name, PATH)])
+    squatter = with_data(b.config("sq", name, OWNED, "2026-01-01T00:00:00Z"), "other\n")
+    snapshot = make([mounted, APP], [squatter])
+    assert not planning.is_current(snapshot, P, deployable(snapshot)["proxy"], {})
+    honest = with_data(b.config("sq", name, OWNED, "2026-01-01Z"), target.rendered.text)
+    assert planning.is_current(make([mounted, APP], [honest]), P, target, {})
+
+
+def test_snapshot_configs_carry_the_digest_of_their_data():
+    listed = with_data(b.config("c", "n", {}, "2026-01-01Z"), "hello")
+    (config,) = snapshot_from_api([], [], [], [listed]).configs
+    assert config.digest == hashlib.sha256(b"hello").hexdigest()
+    (bare,) = snapshot_from_api([], [], [], [b.config("c", "n", {}, "2026-01-01Z")]).configs
+    assert bare.digest == ""
+
+
+def test_the_certificate_checks_config_is_never_collected():
+    check = {**OWNED, f"{P}.ext.check": "true", f"{P}.ext.proxy": ""}
+    snapshot, _ = converged_snapshot([b.config("chk", "interlock-check-nginx-x", check, "2025Z")])
+    assert planning.plan(snapshot, P, deployable(snapshot), {}, keep_configs=0) == []
+
+
+# -- files beside the config (HAProxy's crt-list) -----------------------------------------------
+
+SECURE = {
+    f"{P}.hostname": "s.example.com",
+    f"{P}.port": "80",
+    f"{P}.ssl_cert": "crt",
+    f"{P}.ssl_cert_key": "key",
+}
+SECRETS = [{"ID": "s1", "Spec": {"Name": "crt"}}, {"ID": "s2", "Spec": {"Name": "key"}}]
+HAPROXY_PATH = "/usr/local/etc/haproxy/haproxy.cfg"
+
+
+def test_files_beside_the_config_are_created_verified_and_mounted_with_it():
+    proxy = proxy_service(labels={f"{P}.ext.name": "haproxy"})
+    app = b.service("a1", "secure", SECURE)
+    snapshot = snapshot_from_api([proxy, app], TASKS, [b.network("net1")], [], [], SECRETS)
+    ready = deployable(snapshot)
+    (crt_list,) = ready["proxy"].rendered.files
+    *creates, update = planning.plan(snapshot, P, ready, {}, keep_configs=3)
+    assert [c.name for c in creates][-1] == update.config_name  # the config last
+    ((path, name, sha),) = update.files
+    assert path == crt_list and path.startswith(HAPROXY_PATH + ".")
+    assert name in {c.name for c in creates}
+    stale = b.config_ref("o", "old-list", f"{HAPROXY_PATH}.0123456789ab.crt-list")
+    spec = proxy_service([stale, b.config_ref("x", "users", "/etc/other")])["Spec"]
+    new = planning.with_mounts(
+        spec, HAPROXY_PATH, ("m", update.config_name), None, files=[(path, "l", name)]
+    )
+    mounted = {
+        r["File"]["Name"]: r["ConfigName"] for r in new["TaskTemplate"]["ContainerSpec"]["Configs"]
+    }
+    assert mounted == {HAPROXY_PATH: update.config_name, path: name, "/etc/other": "users"}
+
+    refs = [b.config_ref("m", update.config_name, HAPROXY_PATH), b.config_ref("l", name, path)]
+    done = proxy_service(refs, labels={f"{P}.ext.name": "haproxy"})
+    done["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"] = [
+        {"File": {"Name": f}, "SecretID": "x", "SecretName": n} for f, n in ready["proxy"].secrets
+    ]
+    configs = [
+        with_data(b.config("m", update.config_name, OWNED, "2026Z"), ready["proxy"].rendered.text),
+        with_data(b.config("l", name, OWNED, "2026Z"), ready["proxy"].rendered.files[path]),
+    ]
+    converged = snapshot_from_api([done, app], TASKS, [b.network("net1")], configs, [], SECRETS)
+    assert planning.plan(converged, P, deployable(converged), {}, keep_configs=3) == []
+    assert sha == hashlib.sha256(ready["proxy"].rendered.files[path].encode()).hexdigest()
