@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import docker
 
 from .act import Executor
+from .agentapi import new_board, start_agents
 from .beacon import Beacon
+from .board import AgentObserver, Board
 from .check import Checker
 from .desired import Proxy
 from .inplace import SignalPusher
@@ -40,26 +42,31 @@ class Controller:
     reconciler: Reconciler
     loop: Loop
     telemetry: Telemetry
+    board: Board | None = None  # agent mode: every node's agent reports here
 
     @classmethod
-    def from_settings(cls, settings: Settings, api: docker.APIClient | None = None) -> Controller:
-        """Build every part; the engine is the environment's (DOCKER_HOST) unless given."""
+    def from_settings(
+        cls, settings: Settings, api: docker.APIClient | None = None, board: Board | None = None
+    ) -> Controller:
+        """Build every part; the engine is the environment's (DOCKER_HOST) unless given. With
+        INTERLOCK_AGENT_PORT the agents reload proxies in place (on a ``board``, given or new)."""
         api = api or docker.from_env(timeout=int(settings.docker_timeout)).api
         words = Vocabulary(settings.label_prefix)
         pusher = SignalPusher(api, settings.check_timeout)
         checker = (
             Checker(api, settings.check_timeout, words.check) if settings.check_configs else None
         )
+        observer, push, served = Observer(api, settings.label_prefix), pusher.push, pusher.served
+        if board is None and settings.agent_port:
+            board = new_board(settings)
+        if board is not None:  # the agents write into containers; the controller into none
+            observer, push, served = AgentObserver(observer, board), board.push, board.served
         reconciler = Reconciler(
-            settings,
-            Observer(api, settings.label_prefix),
-            Executor(api, push=pusher.push),
-            checker,
-            served=pusher.served,
+            settings, observer, Executor(api, push=push), checker, served=served
         )
         telemetry = build_telemetry(settings, api)
         loop = Loop(reconciler, api, settings.poll_interval, telemetry.record, words.check)
-        return cls(settings, api, reconciler, loop, telemetry)
+        return cls(settings, api, reconciler, loop, telemetry, board)
 
     def serve(self) -> None:
         """The metrics endpoint, beacon and scraper, then the loop, which feeds them each pass."""
@@ -67,9 +74,16 @@ class Controller:
         parts = [p for p in (self.telemetry.beacon, self.telemetry.scraper) if p] if server else []
         for part in parts:
             part.start()
+        agents = (
+            start_agents(self.board, self.settings, self.loop, self.telemetry)
+            if self.board
+            else None
+        )
         try:
             self.loop.run()
         finally:
+            if agents:
+                agents.stop()
             for part in parts:
                 part.stop.set()
             if server:

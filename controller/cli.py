@@ -6,6 +6,7 @@ interlock render [--proxy P]   print the configuration the current Swarm gives
 interlock diff                 what would change on each proxy; writes nothing
 interlock validate             every routed service and what is wrong with its labels
 interlock top                  live requests, errors and latency per route (the access logs)
+interlock agent                reload this node's proxies in place for the controller
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import difflib
 import signal
 import sys
 
-from . import app, deployed, observe, report, top
+from . import agentstatus, app, deployed, observe, report, top
 from .logs import printable, setup
 from .reconcile import Checks
 from .settings import SettingsError, load_settings
@@ -40,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     status = sub.add_parser("status", help="proxies, routes and rejected services")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--controller",
+        help="agent mode: the controller's agents' API (default http://127.0.0.1:AGENT_PORT)",
+    )
+    sub.add_parser("agent", help="reload this node's proxies in place (a global service)")
     live = sub.add_parser("top", help="live requests, errors and latency per route")
     live.add_argument("--interval", type=top.seconds, default=2.0, help="seconds between views")
     live.add_argument("--window", type=top.seconds, default=30.0, help="seconds figures cover")
@@ -115,7 +121,7 @@ def cmd_validate(controller: app.Controller, check: bool) -> int:
     return 1 if bad or result.refused else 0
 
 
-def cmd_status(controller: app.Controller, as_json: bool) -> int:
+def cmd_status(controller: app.Controller, as_json: bool, agents: str = "") -> int:
     result = controller.reconciler.run_pass(dry_run=True, checks=Checks.NONE)
     proxies = [d.proxy for d in result.desired.proxies]
     served = controller.reconciler.served(
@@ -127,9 +133,13 @@ def cmd_status(controller: app.Controller, as_json: bool) -> int:
         if p.mode == "rolling" and p.service_id
     }
     rows = report.proxy_rows(result, controller.settings.label_prefix, served, task_configs)
-    print(
-        report.status_report(rows, report.route_rows(result), report.rejected_rows(result), as_json)
+    text = report.status_report(
+        rows, report.route_rows(result), report.rejected_rows(result), as_json
     )
+    if controller.board is not None:
+        tasks = agentstatus.task_rows(result, controller.board)
+        text = agentstatus.with_tasks(text, tasks, agents, as_json)
+    print(text)
     return 0
 
 
@@ -149,14 +159,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"interlock: {error}", file=sys.stderr)
         return 2
     # A verb's answer is on stdout; its own passes log only warnings and errors unless asked.
-    quiet = args.command != "run" and not args.verbose and settings.log_level in ("DEBUG", "INFO")
+    quiet = (
+        args.command not in ("run", "agent")
+        and not args.verbose
+        and settings.log_level in ("DEBUG", "INFO")
+    )
     setup("WARNING" if quiet else settings.log_level, settings.log_format)
+    if args.command == "agent":
+        from . import agent
+
+        return agent.main(settings)
     controller = app.Controller.from_settings(settings)
     if args.command == "run":
         return cmd_run(controller)
     # Every other verb shows what the running controller does: its settings, where found.
     settings, source = deployed.with_deployed(settings, controller.reconciler.observer.snapshot())
-    controller = app.Controller.from_settings(settings, controller.api)
+    board, agents = None, ""
+    if args.command == "status" and settings.agent_port:
+        board, agents = agentstatus.remote_board(settings, args.controller)
+    controller = app.Controller.from_settings(settings, controller.api, board)
     if args.command == "status":
         print(f"# {printable(source)}")
     if args.command == "once":
@@ -169,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_validate(controller, args.check)
     if args.command == "top":
         return cmd_top(controller, args)
-    return cmd_status(controller, args.json)
+    return cmd_status(controller, args.json, agents)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Literal
 
@@ -104,7 +105,44 @@ class Settings(BaseSettings):
         "", description="label KEY or KEY=VALUE a container or its service must carry ('' = any)"
     )
 
-    @field_validator("metrics_address")
+    agent_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="port of the agents' API on the controller (long-polls from `interlock "
+        "agent`); 0 = agents off, the controller reloads only proxies on its own engine",
+    )
+    agent_address: str = Field("0.0.0.0", description="address the agents' API binds to")
+    agent_token_file: str = Field(
+        "/run/secrets/interlock-agent-token",
+        description="file holding the token agents and controller share (a Docker secret)",
+    )
+    agent_url: str = Field(
+        "http://controller:9180",
+        description="where an agent reaches the controller's agents' API (http://HOST:PORT)",
+    )
+    agent_wait: float = Field(
+        25.0, gt=0, le=300, description="seconds the controller holds an agent's request"
+    )
+    agent_max_connections: int = Field(
+        128, ge=2, le=10_000, description="agents' API connections served at once"
+    )
+
+    @field_validator("agent_url")
+    @classmethod
+    def _is_agent_url(cls, value: str) -> str:
+        parsed = urllib.parse.urlsplit(value)
+        if parsed.scheme != "http" or not parsed.hostname or parsed.path not in ("", "/"):
+            raise ValueError(
+                "must be http://HOST[:PORT] (the controller's service on the agents' network)"
+            )
+        try:
+            parsed.port  # noqa: B018 (raises on a bad port)
+        except ValueError as error:
+            raise ValueError(f"bad port: {error}") from None
+        return value
+
+    @field_validator("metrics_address", "agent_address")
     @classmethod
     def _is_address(cls, value: str) -> str:
         """An IP address, IPv6 in brackets or not; a host name would bind to whatever it
