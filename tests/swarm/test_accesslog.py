@@ -1,13 +1,14 @@
 """Access logs and request ids through real nginx and real HAProxy on the Swarm.
 
-One scenario serves both proxies (rolling mode, published on 127.0.0.1) and two routed services,
-one of which turns its access log off by label. Through each proxy: a request with and one
-without ``X-Request-ID`` give one JSON line each on the proxy's stdout with the same fields, and
-the id in the line is the one the backend got (the bed's backend echoes it as
-``X-Seen-Request-ID``); hostile requests on a raw socket (quotes, backslashes, control
-characters, bytes that are not UTF-8, a forged line after a newline, a path longer than the cut)
-leave every line one valid JSON object below PIPE_BUF. Then ``INTERLOCK_ACCESS_LOG=text`` gives
-the classic line and ``off`` none, while request ids still reach the backend.
+One scenario serves both proxies (rolling mode, published on 127.0.0.1) and three routed
+services: one over TLS too, one that turns its access log off by label. Through each proxy: a
+request with and one without ``X-Request-ID`` give one JSON line each on the proxy's stdout with
+the same fields, and the id in the line is the one the backend got (the bed's backend echoes it
+as ``X-Seen-Request-ID``); over HTTPS the line names the TLS version; hostile requests on a raw
+socket (quotes, backslashes, control characters, bytes that are not UTF-8, a forged line after a
+newline, a path longer than the cut) leave every line one valid JSON object below PIPE_BUF. Then
+``INTERLOCK_ACCESS_LOG=text`` gives the classic line and ``off`` none, while request ids still
+reach the backend.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from docker.models.services import Service
 from controller.app import Controller
 from tests.bed.probes import wait_until
 from tests.swarm.controlled import Routed, routed
+from tests.swarm.test_tls import https_get, self_signed
 
 HOST = "logs.example.com"
 QUIET = "quiet.example.com"
+SECURE = "secure.example.com"  # the name test_tls's certificate is for
 FIELDS = {
     "time",
     "client",
@@ -52,14 +55,15 @@ class Edge:
     kind: str
     service: Service
     port: int
+    tls_port: int = 0
 
 
-def proxies(lab: Routed) -> list[Edge]:
-    """Both proxies of the scenario, each published on its own port."""
+def proxies(lab: Routed, tls: bool = False) -> list[Edge]:
+    """Both proxies of the scenario, each published on its own port (and its TLS port)."""
     edges = []
     for kind in KINDS:
-        service = lab.proxy_service(kind)
-        edges.append(Edge(kind, service, lab.port))
+        service = lab.proxy_service(kind, tls=tls)
+        edges.append(Edge(kind, service, lab.port, lab.tls_port if tls else 0))
     return edges
 
 
@@ -212,6 +216,16 @@ def check_hostile(lab: Routed, edge: Edge) -> None:
     )
 
 
+def check_tls(lab: Routed, edge: Edge, secure: Service, cafile: str) -> None:
+    """Over HTTPS the line names the TLS version (over plain HTTP it is "-")."""
+    path = f"/over-tls-{uuid.uuid4().hex[:8]}"
+    status, body = https_get(edge.tls_port, SECURE, cafile, path)
+    assert status == 200 and f"task={secure.name}." in body, body
+    line = logged(lab, edge, path)
+    assert line["tls_version"] in ("TLSv1.2", "TLSv1.3"), line
+    assert (line["route"], line["host"], line["status"]) == (secure.name, SECURE, 200), line
+
+
 def check_quiet(lab: Routed, edge: Edge, quiet: Service) -> None:
     """The service labelled off is served and gets its request id, but never logged."""
     status, body, seen = request(edge.port, QUIET, "/quiet-path")
@@ -223,17 +237,26 @@ def check_quiet(lab: Routed, edge: Edge, quiet: Service) -> None:
     assert not [r for r in records if r["route"] == quiet.name or r["host"] == QUIET], records
 
 
-def test_access_logs_and_request_ids_through_nginx_and_haproxy(swarm, bed):
+def test_access_logs_and_request_ids_through_nginx_and_haproxy(swarm, bed, tmp_path):
     lab = routed(swarm, bed.docker_host)
-    edges = proxies(lab)
+    edges = proxies(lab, tls=True)
     app = lab.app("web", hostname=HOST, port="8080")
     quiet = lab.app("quiet", hostname=QUIET, port="8080", access_log="false")
+    cert, key, cafile = self_signed(tmp_path)
+    secure = lab.app(
+        "secure",
+        hostname=SECURE,
+        port="8080",
+        ssl_cert=swarm.secret("crt", cert).name,
+        ssl_cert_key=swarm.secret("key", key).name,
+    )
     converge(lab, edges)
     for edge in edges:
         swarm.wait_http(edge.port, HOST, contains=f"task={app.name}.", timeout=60)
 
     lines = {edge.kind: check_ids_and_fields(lab, edge, app) for edge in edges}
     for edge in edges:
+        check_tls(lab, edge, secure, cafile)
         check_hostile(lab, edge)
         check_quiet(lab, edge, quiet)
     for kind, got in lines.items():
