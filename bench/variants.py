@@ -21,6 +21,7 @@ import docker
 
 from controller import cli, desired
 from controller.app import Controller
+from controller.gateway import Gateway
 from controller.inplace import SignalPusher
 from controller.logs import setup
 from controller.observe import Observer
@@ -50,7 +51,7 @@ class EveryTaskObserver(Observer):
     def _tasks(self, service_ids: list[str]) -> list[dict]:
         if not service_ids:
             return []
-        return self._call(self.api.tasks, filters={"service": service_ids})
+        return self.api.tasks(filters={"service": service_ids})
 
 
 def targets_until_gone(tasks: Iterable[Task], network_id: str, port: int) -> tuple[str, ...]:
@@ -64,7 +65,8 @@ def targets_until_gone(tasks: Iterable[Task], network_id: str, port: int) -> tup
 def apply(variant: str, controller: Controller) -> None:
     settings, reconciler = controller.settings, controller.reconciler
     if variant == "restart":
-        pusher = SignalPusher(RestartInsteadOfSignal(controller.api), settings.check_timeout)
+        restarts = Gateway(RestartInsteadOfSignal(controller.api.api))
+        pusher = SignalPusher(restarts, settings.check_timeout)
         reconciler.executor.push = pusher.push
         reconciler.served = pusher.served
     elif variant == "until-gone":

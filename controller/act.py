@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import docker
 import docker.errors
 
+from .gateway import Gateway
 from .logs import event
 from .plan import (
     Action,
@@ -24,7 +25,6 @@ from .plan import (
     UpdateProxyService,
     with_mounts,
 )
-from .retry import docker_call
 from .snapshot import Snapshot, config_from_api, data_digest
 
 log = logging.getLogger(__name__)
@@ -46,14 +46,8 @@ class Outcome:
 
 @dataclass
 class Executor:
-    api: docker.APIClient
+    api: Gateway
     push: Callable[[PushConfig], None] | None = None  # signal mode's in-place reload
-    calls: int = field(default=0, init=False)
-
-    @docker_call
-    def _call(self, method, *args, **kwargs):
-        self.calls += 1
-        return method(*args, **kwargs)
 
     def run(self, actions: list[Action], snapshot: Snapshot) -> list[Outcome]:
         config_ids = {c.name: c.id for c in snapshot.configs}
@@ -102,7 +96,7 @@ class Executor:
         only when its data is the rendered text (anyone may have created that name first)."""
         data = action.data.encode()
         try:
-            return self._call(self.api.create_config, action.name, data, labels=action.labels)["ID"]
+            return self.api.create_config(action.name, data, labels=action.labels)["ID"]
         except docker.errors.APIError as error:
             if error.status_code != 409:
                 raise
@@ -112,14 +106,14 @@ class Executor:
         """The id of the config ``name``, after checking its data has sha256 ``digest``."""
         found = [
             c
-            for c in self._call(self.api.configs, filters={"name": name})
+            for c in self.api.configs(filters={"name": name})
             if c["Spec"]["Name"] == name
         ]
         if not found:
             raise LookupError(f"config {name} does not exist")
         config = config_from_api(found[0])
         if digest and not config.digest:  # the listing left the data out: ask for it
-            raw = self._call(self.api.inspect_config, config.id)
+            raw = self.api.inspect_config(config.id)
             config = config_from_api(raw)
         if digest and config.digest != digest:
             raise ConfigMismatch(
@@ -146,9 +140,7 @@ class Executor:
             ]
         secrets = None if action.secrets is None else list(action.secrets)
         spec = with_mounts(action.spec, action.path, config, secrets, action.owner, files)
-        self._call(
-            self.api.update_service,
-            action.service_id,
+        self.api.update_service(action.service_id,
             action.version,
             task_template=spec["TaskTemplate"],
             name=spec.get("Name"),
@@ -162,7 +154,7 @@ class Executor:
 
     def remove_config(self, action: RemoveConfig) -> None:
         with contextlib.suppress(docker.errors.NotFound):  # already gone: converged
-            self._call(self.api.remove_config, action.config_id)
+            self.api.remove_config(action.config_id)
 
 
 def _describe(action: Action) -> Mapping[str, object]:

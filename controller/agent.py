@@ -30,6 +30,7 @@ import re
 import signal
 import socket
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,7 @@ import docker
 import docker.errors
 from tenacity import wait_exponential_jitter
 
+from .gateway import Gateway
 from .kinds import KINDS
 from .logs import event
 from .reload import CheckFailed, InPlace
@@ -107,7 +109,7 @@ def refusal(config: Any, local: dict[str, LocalProxy]) -> str:
 
 @dataclass
 class Agent:
-    api: docker.APIClient
+    api: Gateway  # the node's engine; every call retried and counted
     settings: Settings
     token: str
     served: dict[str, str] = field(default_factory=dict)  # container -> digest it serves
@@ -218,7 +220,7 @@ class Agent:
             self._apply_one(config, local[config["container"]])
 
     def _apply_one(self, config: dict[str, Any], proxy: LocalProxy) -> None:
-        digest = config["digest"]
+        digest, started = config["digest"], time.monotonic()
         try:
             self.inplace.apply(proxy.id, proxy.kind, proxy.path, config["text"], digest)
         except CheckFailed as refused:
@@ -238,7 +240,14 @@ class Agent:
             return
         self.served[proxy.id] = digest
         self.errors.pop(proxy.id, None)
-        event(log, "config_applied", container=proxy.name, digest=digest[:16], kind=proxy.kind)
+        event(
+            log,
+            "config_applied",
+            container=proxy.name,
+            digest=digest[:16],
+            kind=proxy.kind,
+            seconds=round(time.monotonic() - started, 3),
+        )
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -322,7 +331,7 @@ def main(settings: Settings) -> int:
     except TokenError as error:
         print(f"interlock agent: {error}")
         return 2
-    api = docker.from_env(timeout=int(settings.docker_timeout)).api
+    api = Gateway(docker.from_env(timeout=int(settings.docker_timeout)).api)
     agent = Agent(api, settings, token)
 
     def stop(*_: object) -> None:

@@ -18,8 +18,10 @@ from .act import Executor
 from .agentapi import new_board, start_agents
 from .beacon import Beacon
 from .board import AgentObserver, Board
+from .certcheck import CertificateChecker
 from .check import Checker
 from .desired import Proxy
+from .gateway import Gateway
 from .inplace import SignalPusher
 from .logs import event
 from .loop import Loop
@@ -38,7 +40,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Controller:
     settings: Settings
-    api: docker.APIClient
+    api: Gateway  # every Docker call of the controller goes through this one
     reconciler: Reconciler
     loop: Loop
     telemetry: Telemetry
@@ -50,7 +52,7 @@ class Controller:
     ) -> Controller:
         """Build every part; the engine is the environment's (DOCKER_HOST) unless given. With
         INTERLOCK_AGENT_PORT the agents reload proxies in place (on a ``board``, given or new)."""
-        api = api or docker.from_env(timeout=int(settings.docker_timeout)).api
+        api = gateway(api or docker.from_env(timeout=int(settings.docker_timeout)).api)
         words = Vocabulary(settings.label_prefix)
         pusher = SignalPusher(api, settings.check_timeout)
         checker = (
@@ -61,8 +63,19 @@ class Controller:
             board = new_board(settings)
         if board is not None:  # the agents write into containers; the controller into none
             observer, push, served = AgentObserver(observer, board), board.push, board.served
+        cert_checker = (
+            CertificateChecker(api, settings.label_prefix, settings.check_timeout)
+            if settings.check_configs
+            else None
+        )
         reconciler = Reconciler(
-            settings, observer, Executor(api, push=push), checker, served=served
+            settings,
+            observer,
+            Executor(api, push=push),
+            checker,
+            served,
+            lambda: api.calls,
+            cert_checker,
         )
         telemetry = build_telemetry(settings, api)
         loop = Loop(reconciler, api, settings.poll_interval, telemetry.record, words.check)
@@ -92,6 +105,11 @@ class Controller:
 
     def deployed_text(self, snapshot: Snapshot, proxy: Proxy) -> str | None:
         return deployed_text(self.api, snapshot, proxy)
+
+
+def gateway(api: docker.APIClient | Gateway) -> Gateway:
+    """The one gateway for this engine (an engine client given twice is wrapped once)."""
+    return api if isinstance(api, Gateway) else Gateway(api)
 
 
 def build_telemetry(

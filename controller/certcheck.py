@@ -6,9 +6,13 @@ certificate and key the proxy can load (text that is no PEM, a key of another ce
 under a passphrase). Deployed, such a pair makes the proxy exit at start, which in rolling mode
 with stop-first takes it down. So each pair a pass needs is loaded once, by a one-off Swarm task
 of the proxy's own image with the two secrets mounted as the proxy will mount them (same file
-names, owner and mode), and a minimal config that loads exactly that pair: ``nginx -t`` or
+names, owner and mode), and a minimal config that loads exactly those pairs: ``nginx -t`` or
 ``haproxy -c``, no shell needed in the image. Secrets are immutable, so the verdict on a pair
 (kind, image, user, secret ids) holds for the life of the process.
+
+Pairs are loaded ``GROUP`` at a time in one task (a short group repeats its last pair, so that
+one config per kind fits every group); only when a group is refused is each of its pairs checked
+alone, to say which one. Forty good pairs cost three tasks, not forty.
 
 A check that cannot run (Docker refused, the task did not finish in time) refuses the pair with
 the reason, never raises, and is not remembered: the next pass tries again. A pair the proxy
@@ -29,34 +33,49 @@ from secrets import token_hex
 import docker
 import docker.errors
 
-from .check import Verdict, remember
+from .bounded import remember
 from .desired import Desired, DesiredProxy
 from .labels import Problem
 from .logs import event
 from .plan import Labels, name_prefix, secret_owner
 from .render import digest
-from .retry import docker_call
 from .snapshot import Snapshot, config_from_api, sortable_time
+from .verify import Verdict
 
 log = logging.getLogger(__name__)
 
 CONFIG_PATH = "/interlock-cert-check.conf"
-CERT_FILE = "interlock-check.pem"  # under /run/secrets; the key beside it, plus ".key"
+GROUP = 16  # pairs one check task loads (HAProxy: 35 words on the bind line, of 64 allowed)
 
-CONFIGS = {
-    "nginx": f"""# interlock: loads one certificate and its key, and nothing else.
+
+def cert_file(index: int) -> str:
+    """The certificate's file under /run/secrets in a check task; the key's adds ".key"."""
+    return f"interlock-check-{index}.pem"
+
+
+def _nginx_config() -> str:
+    servers = "".join(
+        f"""    server {{
+        listen 8443 ssl;
+        server_name c{i}.invalid;
+        ssl_certificate /run/secrets/{cert_file(i)};
+        ssl_certificate_key /run/secrets/{cert_file(i)}.key;
+    }}
+"""
+        for i in range(GROUP)
+    )
+    return f"""# interlock: loads {GROUP} certificates and their keys, and nothing else.
 error_log stderr warn;
 pid /tmp/interlock-cert-check.pid;
 events {{}}
 http {{
-    server {{
-        listen 8443 ssl;
-        ssl_certificate /run/secrets/{CERT_FILE};
-        ssl_certificate_key /run/secrets/{CERT_FILE}.key;
-    }}
-}}
-""",
-    "haproxy": f"""# interlock: loads one certificate and its key (name plus .key), nothing else.
+{servers}}}
+"""
+
+
+def _haproxy_config() -> str:
+    crts = "".join(f" crt /run/secrets/{cert_file(i)}" for i in range(GROUP))
+    return f"""# interlock: loads {GROUP} certificates and their keys (name + .key), nothing else.
 defaults
     mode http
     timeout connect 5s
@@ -64,10 +83,12 @@ defaults
     timeout server 5s
 
 frontend interlock_cert_check
-    bind :8443 ssl crt /run/secrets/{CERT_FILE}
+    bind :8443 ssl{crts}
     http-request deny
-""",
-}
+"""
+
+
+CONFIGS = {"nginx": _nginx_config(), "haproxy": _haproxy_config()}
 COMMANDS = {
     "nginx": ["nginx", "-t", "-q", "-c", CONFIG_PATH],
     "haproxy": ["haproxy", "-c", "-f", CONFIG_PATH],
@@ -97,31 +118,27 @@ class CertPair:
     def owner(self) -> tuple[str, str]:
         return secret_owner(self.kind, {"TaskTemplate": {"ContainerSpec": {"User": self.user}}})
 
-    def describe(self) -> str:
-        return f"certificate {self.cert_secret_name} and key {self.key_secret_name}"
+    @property
+    def runner(self) -> tuple[str, str, str, tuple[str, ...]]:
+        """Pairs with the same runner can be loaded in one task."""
+        return self.kind, self.image, self.user, self.constraints
 
 
 @dataclass
 class CertificateChecker:
     """Runs the checks: creates, waits for, reads and removes one-off check services.
 
-    Every Docker call is counted in ``calls`` and retried like the observer's and executor's.
+    Every Docker call goes through the gateway (``api``): counted and retried.
     """
 
     api: docker.APIClient
     prefix: str
-    timeout: float = 30.0  # seconds a batch of checks may take, from creation to exit
-    parallel: int = 8  # checks run at once
+    timeout: float = 30.0  # seconds a batch of check tasks may take, from creation to exit
+    parallel: int = 8  # check tasks run at once
     poll: float = 0.2
     verdicts: dict[CertPair, Verdict] = field(default_factory=dict)  # the proxy's own verdicts
-    calls: int = field(default=0, init=False)
     _configs: dict[str, tuple[str, str]] = field(default_factory=dict, init=False, repr=False)
     _swept: float = field(default=float("-inf"), init=False, repr=False)
-
-    @docker_call
-    def _call(self, method, *args, **kwargs):
-        self.calls += 1
-        return method(*args, **kwargs)
 
     @property
     def keys(self) -> Labels:
@@ -132,107 +149,130 @@ class CertificateChecker:
         return pair in self.verdicts
 
     def check(self, pairs: Iterable[CertPair]) -> dict[CertPair, Verdict]:
-        """A verdict for every pair; new pairs are checked ``parallel`` at a time."""
+        """A verdict for every pair; pairs not checked before are loaded a group per task."""
         wanted = list(dict.fromkeys(pairs))
         found = {pair: self.verdicts[pair] for pair in wanted if pair in self.verdicts}
         todo = [pair for pair in wanted if pair not in found]
         if todo:
             self._sweep()
-        for start in range(0, len(todo), max(1, self.parallel)):
-            found.update(self._batch(todo[start : start + max(1, self.parallel)]))
+        alone: list[tuple[CertPair, ...]] = []
+        for group, (verdict, final) in self._run(_groups(todo)).items():
+            if final and not verdict.ok and len(group) > 1:
+                alone += [(pair,) for pair in group]  # which of them: each on its own
+                continue
+            found.update(self._settle(group, verdict, final))
+        for group, (verdict, final) in self._run(alone).items():
+            found.update(self._settle(group, verdict, final))
         return {pair: found[pair] for pair in wanted}
 
-    # -- one batch ------------------------------------------------------------------------------
-
-    def _batch(self, pairs: list[CertPair]) -> dict[CertPair, Verdict]:
-        started_at = time.monotonic()
-        found: dict[CertPair, Verdict] = {}
-        services: dict[CertPair, str] = {}
-        for pair in pairs:
-            try:
-                services[pair] = self._start(pair)
-            except Exception as error:  # a check that cannot run refuses, and is tried again
-                found[pair] = Verdict(False, f"{UNRUN}: {error}")
-        try:
-            tasks = self._wait(services, started_at + self.timeout)
-            for pair, service in services.items():
-                verdict, final = self._verdict(service, tasks.get(pair))
-                found[pair] = verdict
-                if final:
-                    remember(self.verdicts, pair, verdict)
-        except Exception as error:
-            for pair in services:
-                found.setdefault(pair, Verdict(False, f"{UNRUN}: {error}"))
-        finally:
-            for service in services.values():
-                self._remove(service)
-        seconds = round(time.monotonic() - started_at, 3)
-        for pair in pairs:
+    def _settle(self, group: tuple[CertPair, ...], verdict: Verdict, final: bool) -> dict:
+        for pair in group:
+            if final:
+                remember(self.verdicts, pair, verdict)
             event(
                 log,
                 "certificate_checked",
-                logging.INFO if found[pair].ok else logging.WARNING,
+                logging.INFO if verdict.ok else logging.WARNING,
                 kind=pair.kind,
                 cert=pair.cert_secret_name,
                 key=pair.key_secret_name,
-                ok=found[pair].ok,
-                seconds=seconds,
+                ok=verdict.ok,
+                group=len(group),
             )
+        return dict.fromkeys(group, verdict)
+
+    # -- running check tasks --------------------------------------------------------------------
+
+    def _run(self, groups: list[tuple[CertPair, ...]]) -> dict[tuple, tuple[Verdict, bool]]:
+        """Each group's verdict and whether it is the proxy's own, ``parallel`` tasks at once."""
+        found: dict[tuple, tuple[Verdict, bool]] = {}
+        step = max(1, self.parallel)
+        for start in range(0, len(groups), step):
+            found.update(self._batch(groups[start : start + step]))
         return found
 
-    def _start(self, pair: CertPair) -> str:
-        if pair.kind not in CONFIGS:
-            raise ValueError(f"no certificate check for proxy kind {pair.kind!r}")
-        config_id, config_name = self._config(pair.kind)
-        uid, gid = pair.owner
+    def _batch(self, groups: list[tuple[CertPair, ...]]) -> dict[tuple, tuple[Verdict, bool]]:
+        deadline = time.monotonic() + self.timeout
+        found: dict[tuple, tuple[Verdict, bool]] = {}
+        services: dict[tuple, str] = {}
+        for group in groups:
+            try:
+                services[group] = self._start(group)
+            except Exception as error:  # a check that cannot run refuses, and is tried again
+                found[group] = (Verdict(False, f"{UNRUN}: {error}"), False)
+        try:
+            tasks = self._wait(services, deadline)
+            for group, service in services.items():
+                found[group] = self._verdict(service, tasks.get(group))
+        except Exception as error:
+            for group in services:
+                found.setdefault(group, (Verdict(False, f"{UNRUN}: {error}"), False))
+        finally:
+            for service in services.values():
+                self._remove(service)
+        return found
+
+    def _start(self, group: tuple[CertPair, ...]) -> str:
+        first = group[0]
+        if first.kind not in CONFIGS:
+            raise ValueError(f"no certificate check for proxy kind {first.kind!r}")
+        config_id, config_name = self._config(first.kind)
+        uid, gid = first.owner
+        secrets = []
+        for index in range(GROUP):
+            pair = group[min(index, len(group) - 1)]
+            secrets += [
+                docker.types.SecretReference(
+                    pair.cert_secret_id, pair.cert_secret_name, cert_file(index), uid, gid, 0o444
+                ),
+                docker.types.SecretReference(
+                    pair.key_secret_id,
+                    pair.key_secret_name,
+                    f"{cert_file(index)}.key",
+                    uid,
+                    gid,
+                    0o400,
+                ),
+            ]
         container = docker.types.ContainerSpec(
-            pair.image,
-            command=COMMANDS[pair.kind],
-            user=pair.user or None,
+            first.image,
+            command=COMMANDS[first.kind],
+            user=first.user or None,
             labels={self.keys.check: "true"},
             configs=[
                 docker.types.ConfigReference(
                     config_id, config_name, CONFIG_PATH, uid="0", gid="0", mode=0o444
                 )
             ],
-            secrets=[
-                docker.types.SecretReference(
-                    pair.cert_secret_id, pair.cert_secret_name, CERT_FILE, uid, gid, 0o444
-                ),
-                docker.types.SecretReference(
-                    pair.key_secret_id, pair.key_secret_name, f"{CERT_FILE}.key", uid, gid, 0o400
-                ),
-            ],
+            secrets=secrets,
         )
         template = docker.types.TaskTemplate(
             container,
             restart_policy=docker.types.RestartPolicy(condition="none"),
-            placement=list(pair.constraints) or None,
+            placement=list(first.constraints) or None,
         )
         name = f"{self.prefix}-check"[:50] + f"-{token_hex(6)}"
         try:
-            created = self._call(
-                self.api.create_service,
-                template,
+            created = self.api.create_service(template,
                 name=name,
                 labels={self.keys.check: "true"},
                 mode=docker.types.ServiceMode("replicated", 1),
             )
         except docker.errors.APIError:
-            self._configs.pop(pair.kind, None)  # e.g. the check config was removed: look again
+            self._configs.pop(first.kind, None)  # e.g. the check config was removed: look again
             raise
         return created["ID"]
 
-    def _wait(self, services: Mapping[CertPair, str], deadline: float) -> dict[CertPair, dict]:
+    def _wait(self, services: Mapping[tuple, str], deadline: float) -> dict[tuple, dict]:
         """Each service's task once it is done, or as it was when time ran out."""
-        latest: dict[CertPair, dict] = {}
+        latest: dict[tuple, dict] = {}
         while services:
-            listed = self._call(self.api.tasks, filters={"service": list(services.values())})
+            listed = self.api.tasks(filters={"service": list(services.values())})
             by_service = {t.get("ServiceID"): t for t in listed}
-            for pair, service in services.items():
+            for group, service in services.items():
                 if service in by_service:
-                    latest[pair] = by_service[service]
-            if all(_state(latest.get(pair)) in _DONE for pair in services):
+                    latest[group] = by_service[service]
+            if all(_state(latest.get(group)) in _DONE for group in services):
                 break
             if time.monotonic() >= deadline:
                 break
@@ -259,7 +299,7 @@ class CertificateChecker:
         )
 
     def _output(self, service: str) -> str:
-        raw = self._call(self._logs, service)
+        raw = self._logs(service)
         text = raw.decode(errors="replace")
         return proxy_words(text)
 
@@ -270,7 +310,7 @@ class CertificateChecker:
 
     def _remove(self, service: str) -> None:
         try:
-            self._call(self.api.remove_service, service)
+            self.api.remove_service(service)
         except docker.errors.NotFound:
             pass
         except Exception as error:  # left behind: the next sweep takes it
@@ -289,7 +329,7 @@ class CertificateChecker:
         name = f"{self.prefix}-check-{kind}"[: 64 - len(suffix)] + suffix
         labels = {self.keys.owned: "true", self.keys.check: "true", self.keys.digest: sha}
         try:
-            config_id = self._call(self.api.create_config, name, text.encode(), labels=labels)["ID"]
+            config_id = self.api.create_config(name, text.encode(), labels=labels)["ID"]
         except docker.errors.APIError as error:
             if error.status_code != 409:
                 raise
@@ -298,13 +338,13 @@ class CertificateChecker:
         return self._configs[kind]
 
     def _existing(self, name: str, sha: str) -> str:
-        listed = self._call(self.api.configs, filters={"name": name})
+        listed = self.api.configs(filters={"name": name})
         found = next((c for c in listed if (c.get("Spec") or {}).get("Name") == name), None)
         if found is None:
             raise LookupError(f"Docker config {name} exists and then does not")
         config = config_from_api(found)
         if not config.digest:
-            config = config_from_api(self._call(self.api.inspect_config, config.id))
+            config = config_from_api(self.api.inspect_config(config.id))
         if config.digest != sha:
             raise RuntimeError(
                 f"Docker config {name} exists with other content than the check config "
@@ -320,7 +360,7 @@ class CertificateChecker:
             return
         self._swept = now
         try:
-            listed = self._call(self.api.services, filters={"label": f"{self.keys.check}=true"})
+            listed = self.api.services(filters={"label": f"{self.keys.check}=true"})
         except Exception as error:
             event(log, "check_sweep_failed", logging.WARNING, error=str(error))
             return
@@ -330,6 +370,19 @@ class CertificateChecker:
             created = sortable_time(str(service.get("CreatedAt", "")))
             if name.startswith(name_prefix(self.prefix)) and created and created < oldest:
                 self._remove(service["ID"])
+
+
+def _groups(pairs: list[CertPair]) -> list[tuple[CertPair, ...]]:
+    """Pairs in groups of at most ``GROUP`` that one task can load (same kind, image, user,
+    placement), in the order given."""
+    by_runner: dict[tuple, list[CertPair]] = {}
+    for pair in pairs:
+        by_runner.setdefault(pair.runner, []).append(pair)
+    return [
+        tuple(found[start : start + GROUP])
+        for found in by_runner.values()
+        for start in range(0, len(found), GROUP)
+    ]
 
 
 def proxy_words(text: str) -> str:

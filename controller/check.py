@@ -10,12 +10,8 @@ in addresses needs no new container; scaling a service then costs no check at al
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
-import tarfile
-import time
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 import docker
 import docker.errors
@@ -23,6 +19,7 @@ import docker.errors
 from . import checkcert
 from .bounded import remember
 from .desired import DesiredProxy
+from .gateway import Gateway
 from .kinds import KINDS
 from .logs import event
 from .render import Rendered, RenderOptions
@@ -33,23 +30,6 @@ log = logging.getLogger(__name__)
 
 CHECK_DIR = "/tmp"
 CHECK_FILE = "interlock-check.conf"
-
-
-def tar_files(files: dict[str, str], mode: int = 0o644) -> bytes:
-    """A tar archive of text files (parent folders included), as the archive upload takes it."""
-    buffer = io.BytesIO()
-    folders = sorted({str(PurePosixPath(n).parent) for n in files} - {"."})
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for folder in folders:
-            info = tarfile.TarInfo(folder)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
-            archive.addfile(info)
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def check_files(desired: DesiredProxy, rendered: Rendered, secrets_dir: str) -> dict[str, str]:
@@ -65,7 +45,7 @@ def check_files(desired: DesiredProxy, rendered: Rendered, secrets_dir: str) -> 
 
 @dataclass
 class Checker:
-    api: docker.APIClient
+    api: Gateway
     timeout: float = 30.0
     check_label: str = Vocabulary("interlock").check  # marks the check containers
     verdicts: dict[tuple[str, str], Verdict] = field(default_factory=dict)
@@ -100,7 +80,7 @@ class Checker:
         except docker.errors.APIError as error:
             return Verdict(False, f"cannot start a check container of {image}: {error}")
         try:
-            self.api.put_archive(container, "/", tar_files(files))
+            self.api.put_files(container, "/", files)
             self.api.start(container)
             status = self.api.wait(container, timeout=self.timeout).get("StatusCode", 1)
             output = self.api.logs(container, stdout=True, stderr=True).decode(errors="replace")

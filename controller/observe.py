@@ -14,19 +14,17 @@ lines its container wrote when it ran on this engine.
 from __future__ import annotations
 
 import base64
-import io
-import tarfile
 from dataclasses import dataclass, field
 
 import docker
 import docker.errors
 
 from . import labels as lbl
+from .bounded import remember
 from .certcheck import proxy_words
-from .check import remember
 from .desired import Proxy
+from .gateway import Gateway
 from .plan import name_prefix, proxy_containers
-from .retry import docker_call
 from .snapshot import Snapshot, snapshot_from_api, sortable_time
 
 # Past this many service ids in one tasks filter, listing all running tasks is cheaper than a
@@ -37,16 +35,10 @@ _OUTPUT_LINES = 20  # of a failed proxy task's container, for the report
 
 @dataclass
 class Observer:
-    api: docker.APIClient
+    api: Gateway
     prefix: str
-    calls: int = field(default=0, init=False)  # Docker API calls made, for metrics and benchmarks
     # What failed proxy tasks' containers wrote, by task id: a stopped task never changes.
     outputs: dict[str, str] = field(default_factory=dict, init=False, repr=False)
-
-    @docker_call
-    def _call(self, method, *args, **kwargs):
-        self.calls += 1
-        return method(*args, **kwargs)
 
     def _relevant(self, services: list[dict]) -> list[str]:
         """Ids of services that are routed or are proxies: only their tasks matter."""
@@ -63,7 +55,7 @@ class Observer:
         filters: dict = {"desired-state": "running"}
         if len(service_ids) <= _MAX_SERVICE_FILTER:
             filters["service"] = service_ids
-        return self._call(self.api.tasks, filters=filters)
+        return self.api.tasks(filters=filters)
 
     def _rolled_back(self, services: list[dict]) -> list[str]:
         """Ids of proxy services whose last update Swarm rolled back (or is rolling back)."""
@@ -77,7 +69,7 @@ class Observer:
     def _history(self, service_ids: list[str]) -> list[dict]:
         if not service_ids:
             return []
-        return self._call(self.api.tasks, filters={"service": service_ids})
+        return self.api.tasks(filters={"service": service_ids})
 
     def _output(self, task: dict) -> str:
         """The last lines a failed task's container wrote ("" when it ran on another engine)."""
@@ -87,8 +79,7 @@ class Observer:
         text = ""
         if container:
             try:
-                raw = self._call(
-                    self.api.logs, container, stdout=True, stderr=True, tail=_OUTPUT_LINES
+                raw = self.api.logs(container, stdout=True, stderr=True, tail=_OUTPUT_LINES
                 )
                 text = proxy_words(raw.decode(errors="replace"))
             except docker.errors.APIError:
@@ -109,12 +100,12 @@ class Observer:
         return {task["ID"]: self._output(task) for task in newest.values()}
 
     def snapshot(self) -> Snapshot:
-        services = self._call(self.api.services)
+        services = self.api.services()
         tasks = self._tasks(self._relevant(services))
-        networks = self._call(self.api.networks)
-        configs = self._call(self.api.configs, filters={"name": name_prefix(self.prefix)})
-        containers = self._call(self.api.containers, filters={"status": "running"})
-        secrets = self._call(self.api.secrets)  # names and ids only: the API never gives data
+        networks = self.api.networks()
+        configs = self.api.configs(filters={"name": name_prefix(self.prefix)})
+        containers = self.api.containers(filters={"status": "running"})
+        secrets = self.api.secrets()  # names and ids only: the API never gives data
         history = self._history(self._rolled_back(services))
         outputs = self._failed_outputs(history)
         return snapshot_from_api(
@@ -122,24 +113,12 @@ class Observer:
         )
 
 
-def read_container_file(api: docker.APIClient, container_id: str, path: str) -> str | None:
-    """A file's text from inside a container (None when it is not there)."""
-    try:
-        stream, _ = api.get_archive(container_id, path)
-    except docker.errors.NotFound:
-        return None
-    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
-        member = archive.next()
-        handle = archive.extractfile(member) if member else None
-        return handle.read().decode(errors="replace") if handle else None
-
-
-def deployed_text(api: docker.APIClient, snapshot: Snapshot, proxy: Proxy) -> str | None:
+def deployed_text(api: Gateway, snapshot: Snapshot, proxy: Proxy) -> str | None:
     """The configuration a proxy serves now, as the CLI's `diff` shows it."""
     if proxy.mode == "signal":
         containers = proxy_containers(snapshot, proxy)
         return (
-            read_container_file(api, containers[0], proxy.spec.config_path) if containers else None
+            api.read_file(containers[0], proxy.spec.config_path) if containers else None
         )
     service = next((s for s in snapshot.services if s.id == proxy.service_id), None)
     ref = next(
@@ -151,7 +130,7 @@ def deployed_text(api: docker.APIClient, snapshot: Snapshot, proxy: Proxy) -> st
     return base64.b64decode(api.inspect_config(ref.config_id)["Spec"]["Data"]).decode()
 
 
-def task_configs(api: docker.APIClient, proxy: Proxy) -> list[str]:
+def task_configs(api: Gateway, proxy: Proxy) -> list[str]:
     """Name of the config each running task of a proxy service mounts at its config path.
 
     For `interlock status` only (one call per proxy): the loop itself never needs it.

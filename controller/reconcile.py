@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
-from . import identity
+from . import certcheck, identity
 from . import plan as planning
 from .act import Executor, Outcome
+from .certcheck import CertificateChecker
 from .check import Checker
 from .desired import Desired, DesiredProxy, Proxy, Trust, desired_state
 from .labels import Problem
@@ -89,6 +90,9 @@ class Reconciler:
     executor: Executor
     checker: Checker | None
     served: Callable[[Snapshot, list[Proxy]], Mapping[str, str]] = lambda snapshot, proxies: {}
+    api_calls: Callable[[], int] = lambda: 0  # the gateway's count of Docker calls so far
+    # Loads each TLS pair with the proxy's binary and the real secrets (None: not checked).
+    cert_checker: CertificateChecker | None = None
     last: PassResult | None = field(default=None, init=False)
     verifier: Verifier = field(init=False)
 
@@ -146,7 +150,7 @@ class Reconciler:
 
     def _run_pass(self, pass_id: str, dry_run: bool, checks: str) -> PassResult:
         started = time.monotonic()
-        calls_before = self.observer.calls + self.executor.calls
+        calls_before = self.api_calls()
         prefix = self.settings.label_prefix
         snapshot = self.observer.snapshot()
         # The proxies' status pages answer the controller alone: its addresses are in the config.
@@ -155,6 +159,9 @@ class Reconciler:
         desired = desired_state(snapshot, prefix, self.settings.mode, trust(self.settings))
         signal_proxies = [d.proxy for d in desired.proxies if d.proxy.mode == "signal"]
         served = self.served(snapshot, signal_proxies) if signal_proxies else {}
+        if self.cert_checker is not None:  # a certificate a proxy cannot load never reaches it
+            start = checks != Checks.NONE
+            desired = certcheck.screen(self.cert_checker, snapshot, desired, prefix, start)
         desired, rendered, refused, deployable = self._verify(snapshot, desired, served, checks)
         problems = list(desired.problems) + _signal_problems(snapshot, prefix, signal_proxies)
         actions = planning.plan(snapshot, prefix, deployable, served, self.settings.keep_configs)
@@ -163,7 +170,7 @@ class Reconciler:
             pass_id, snapshot, desired, rendered, actions, outcomes, problems, refused
         )
         result.seconds = time.monotonic() - started
-        result.api_calls = self.observer.calls + self.executor.calls - calls_before
+        result.api_calls = self.api_calls() - calls_before
         _log_pass(result, self.last)
         self.last = result
         return result

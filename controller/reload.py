@@ -17,11 +17,8 @@ import logging
 import posixpath
 from dataclasses import dataclass
 
-import docker
-
-from .check import tar_files
+from .gateway import Gateway
 from .kinds import KINDS
-from .observe import read_container_file
 
 log = logging.getLogger(__name__)
 
@@ -37,23 +34,21 @@ class CheckFailed(RuntimeError):
 class InPlace:
     """In-place reloads of containers on one engine (``api``)."""
 
-    api: docker.APIClient
+    api: Gateway
 
     def served(self, container: str, path: str) -> str:
         """The digest the container serves, from the file beside its config ("" if none)."""
-        return (read_container_file(self.api, container, path + DIGEST_SUFFIX) or "").strip()
+        return (self.api.read_file(container, path + DIGEST_SUFFIX) or "").strip()
 
     def _exec(self, container: str, command: list[str]) -> tuple[int, str]:
-        result = self.api.exec_create(container, command, user="0", stdout=True, stderr=True)
-        output = self.api.exec_start(result["Id"]).decode(errors="replace")
-        return self.api.exec_inspect(result["Id"])["ExitCode"], output.strip()
+        return self.api.run_in(container, command)
 
     def apply(self, container: str, kind: str, path: str, text: str, digest: str) -> None:
         """Write, check, swap, signal. Raises ``CheckFailed`` with the proxy's own words when
         its binary refuses the config (then the live file and the proxy are untouched)."""
         folder, name = posixpath.split(path)
         new, digest_new = name + NEW_SUFFIX, name + DIGEST_SUFFIX + ".new"
-        self.api.put_archive(container, folder, tar_files({new: text, digest_new: digest}))
+        self.api.put_files(container, folder, {new: text, digest_new: digest})
         staged = posixpath.join(folder, new)
         code, output = self._exec(container, KINDS[kind].check_argv(staged))
         if code != 0:

@@ -330,11 +330,21 @@ def _remove(action: Callable[[], Any]) -> str:
 
 
 def _retry_until(deadline: float, attempt: Callable[[], list[str]], what: str) -> None:
-    """Repeat ``attempt`` until nothing is left, failing at ``deadline`` with what remains."""
-    while left := attempt():
+    """Repeat ``attempt`` until nothing is left, failing at ``deadline`` with what remains.
+
+    docker-py lists containers by inspecting each: one that goes away in between (Swarm removes
+    a stopped task's container) is a NotFound, which only means: list again."""
+    while left := _attempt(attempt):
         if time.monotonic() > deadline:
             raise AssertionError(f"test cleanup: {what} still present: {'; '.join(left)}")
         time.sleep(0.3)
+
+
+def _attempt(attempt: Callable[[], list[str]]) -> list[str]:
+    try:
+        return attempt()
+    except docker.errors.NotFound as error:
+        return [f"(listing raced a removal: {error.explanation})"]
 
 
 def _labels_of(obj: Any) -> dict[str, str]:

@@ -14,8 +14,8 @@ import docker.errors
 import pytest
 from docker.types import EndpointSpec
 
+from controller.gateway import Gateway
 from controller.inplace import CheckFailed, SignalPusher
-from controller.observe import read_container_file
 from controller.plan import PushConfig
 from tests.bed.probes import http_get, wait_until
 from tests.swarm.controlled import routed, run_cli
@@ -208,7 +208,7 @@ def test_a_stopping_task_leaves_the_pool_before_its_container_stops(kind, swarm,
         swarm.update_service(app, mutate)
         deadline = time.monotonic() + 20
         while len(dead_at) < 2 and time.monotonic() < deadline:
-            config = read_container_file(api, proxy_container, path) or ""
+            config = Gateway(api).read_file(proxy_container, path) or ""
             now = time.monotonic()
             for container, target in watched.items():
                 if target not in config:

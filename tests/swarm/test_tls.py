@@ -14,6 +14,7 @@ from controller import certcheck
 from controller import plan as planning
 from controller.certcheck import CertificateChecker, CertPair
 from controller.desired import desired_state
+from controller.gateway import Gateway
 from controller.reconcile import Reconciler, render_options
 from controller.render import render
 from tests.bed.probes import LOOPBACK, http_get, wait_until
@@ -154,7 +155,7 @@ def test_the_certificate_check_loads_the_real_secrets_with_the_proxys_binary(
     kind, swarm, bed, tmp_path
 ):
     image = swarm.images.nginx if kind == "nginx" else swarm.images.haproxy
-    checker = CertificateChecker(swarm.client.api, swarm.id, timeout=60)
+    checker = CertificateChecker(Gateway(swarm.client.api), swarm.id, timeout=60)
     pairs = {
         case: CertPair(kind, image, crt.id, crt.name, key.id, key.name)
         for case, (crt, key) in bad_pairs(swarm, tmp_path).items()
@@ -163,7 +164,8 @@ def test_the_certificate_check_loads_the_real_secrets_with_the_proxys_binary(
     verdicts = checker.check(pairs.values())
     seconds = time.monotonic() - started
     said = {case: verdicts[pair] for case, pair in pairs.items()}
-    print(f"{kind}: {len(pairs)} pairs checked in {seconds:.2f}s ({checker.calls} calls): {said}")
+    calls = checker.api.calls
+    print(f"{kind}: {len(pairs)} pairs checked in {seconds:.2f}s ({calls} calls): {said}")
     assert said["good"].ok, said
     words = {
         "nginx": {"garbage": "cannot load certificate", "mismatched": "key values mismatch"},
@@ -175,8 +177,8 @@ def test_the_certificate_check_loads_the_real_secrets_with_the_proxys_binary(
     for case, expected in words.items():
         assert not said[case].ok and expected in said[case].output, (case, said[case])
     assert all(checker.knows(pair) for pair in pairs.values())  # the proxy's own verdicts
-    calls = checker.calls
-    assert checker.check(pairs.values()) == verdicts and checker.calls == calls  # remembered
+    calls = checker.api.calls
+    assert checker.check(pairs.values()) == verdicts and checker.api.calls == calls  # remembered
     left = swarm.client.api.services(filters={"label": f"{swarm.id}.ext.check=true"})
     assert left == [], [s["Spec"]["Name"] for s in left]
 
@@ -185,7 +187,7 @@ def test_a_check_that_cannot_run_refuses_and_is_not_remembered(swarm, bed):
     secret = swarm.secret("crt", JUNK)
     missing = CertPair("nginx", "interlock-bed/no-such-image:0", secret.id, secret.name,
                        secret.id, secret.name)  # fmt: skip
-    checker = CertificateChecker(swarm.client.api, swarm.id, timeout=20)
+    checker = CertificateChecker(Gateway(swarm.client.api), swarm.id, timeout=20)
     started = time.monotonic()
     (verdict,) = checker.check([missing]).values()
     print(f"unrunnable check: {verdict} after {time.monotonic() - started:.1f}s")
@@ -195,25 +197,11 @@ def test_a_check_that_cannot_run_refuses_and_is_not_remembered(swarm, bed):
     assert swarm.client.api.services(filters={"label": f"{swarm.id}.ext.check=true"}) == []
 
 
-class Screened(Reconciler):
-    """The pass with the certificate check wired in front of the config check (as reconcile.py
-    is to call it), so that this test does not depend on the wiring."""
-
-    cert_checker: CertificateChecker | None = None
-
-    def _verify(self, snapshot, desired, served, check_all):
-        screened = certcheck.screen(
-            self.cert_checker, snapshot, desired, self.settings.label_prefix
-        )
-        return super()._verify(snapshot, screened, served, check_all)
-
-
-def screened(lab) -> Screened:
-    old = lab.controller.reconciler
-    new = Screened(lab.settings, old.observer, old.executor, old.checker, old.served)
-    new.cert_checker = CertificateChecker(lab.swarm.client.api, lab.prefix)
-    lab.controller.reconciler = new
-    return new
+def screened(lab) -> Reconciler:
+    """The controller's own pass, whose certificate checker the composition root wired in."""
+    reconciler = lab.controller.reconciler
+    assert reconciler.cert_checker is not None
+    return reconciler
 
 
 @pytest.mark.parametrize("kind", ["nginx", "haproxy"])
@@ -230,7 +218,7 @@ def test_a_pair_the_proxy_cannot_load_is_rejected_and_every_other_route_served(
     started = time.monotonic()
     result = lab.converge()
     print(f"{kind}: converged in {time.monotonic() - started:.1f}s; "
-          f"{reconciler.cert_checker.calls} calls for the certificate checks")  # fmt: skip
+          f"{reconciler.cert_checker.api.calls} calls in all")  # fmt: skip
     reported = [p for p in result.problems if p.service.endswith("junktls")]
     print(f"{kind}: reported {[str(p) for p in reported]}")
     (problem,) = reported
