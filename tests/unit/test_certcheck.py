@@ -29,12 +29,15 @@ def pair_files(tmp_path, name: str) -> tuple[str, str]:
     return cert.read_text(), key.read_text()
 
 
-def run_check(kind: str, tmp_path, cert: str, key: str) -> subprocess.CompletedProcess:
-    """The check's own command and config, with /run/secrets pointed at a folder of ours."""
+def run_check(kind: str, tmp_path, *pairs: tuple[str, str]) -> subprocess.CompletedProcess:
+    """The check's own command and config, with /run/secrets pointed at a folder of ours, and
+    the pairs mounted as a check task mounts them (the last repeated to fill the group)."""
     folder = tmp_path / f"{kind}-secrets"
     folder.mkdir(exist_ok=True)
-    (folder / certcheck.CERT_FILE).write_text(cert)
-    (folder / f"{certcheck.CERT_FILE}.key").write_text(key)
+    for index in range(certcheck.GROUP):
+        cert, key = pairs[min(index, len(pairs) - 1)]
+        (folder / certcheck.cert_file(index)).write_text(cert)
+        (folder / f"{certcheck.cert_file(index)}.key").write_text(key)
     config = tmp_path / f"{kind}.conf"
     config.write_text(CONFIGS[kind].replace("/run/secrets", str(folder)))
     binary = shutil.which(kind) or f"/usr/sbin/{kind}"
@@ -47,14 +50,27 @@ def run_check(kind: str, tmp_path, cert: str, key: str) -> subprocess.CompletedP
 def test_the_check_config_loads_a_good_pair_and_refuses_bad_ones(kind, tmp_path):
     cert, key = pair_files(tmp_path, "a")
     _, other_key = pair_files(tmp_path, "b")
-    assert run_check(kind, tmp_path, cert, key).returncode == 0
+    assert run_check(kind, tmp_path, (cert, key)).returncode == 0
     for bad_cert, bad_key, said in [
         ("garbage\n", "garbage\n", "certificate"),
         (cert, other_key, "mismatch" if kind == "nginx" else "inconsistencies"),
         (key, cert, "certificate"),
     ]:
-        result = run_check(kind, tmp_path, bad_cert, bad_key)
+        result = run_check(kind, tmp_path, (bad_cert, bad_key))
         assert result.returncode != 0 and said in result.stdout + result.stderr, result
+        group = [(cert, key)] * 7 + [(bad_cert, bad_key)] + [(cert, key)] * 3
+        assert run_check(kind, tmp_path, *group).returncode != 0  # one bad pair fails a group
+    assert run_check(kind, tmp_path, *[(cert, key)] * certcheck.GROUP).returncode == 0
+
+
+def test_pairs_are_grouped_by_what_runs_them_at_most_a_group_a_task():
+    def pair(n: int, image: str = "hap:1") -> CertPair:
+        return CertPair("haproxy", image, f"c{n}", f"c{n}", f"k{n}", f"k{n}")
+
+    pairs = [pair(n) for n in range(certcheck.GROUP + 3)] + [pair(99, "hap:2")]
+    groups = certcheck._groups(pairs)
+    assert [len(g) for g in groups] == [certcheck.GROUP, 3, 1]
+    assert groups[2] == (pair(99, "hap:2"),) and sum(groups, ()) == tuple(pairs)
 
 
 LABELS = {
