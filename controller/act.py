@@ -25,6 +25,7 @@ from .plan import (
     UpdateProxyService,
     with_mounts,
 )
+from .result import Outcome
 from .snapshot import Snapshot, config_from_api, data_digest
 
 log = logging.getLogger(__name__)
@@ -32,16 +33,6 @@ log = logging.getLogger(__name__)
 
 class ConfigMismatch(RuntimeError):
     """A config under the name the controller would use holds other data: never mounted."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    action: Action
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.error
 
 
 @dataclass
@@ -104,11 +95,7 @@ class Executor:
 
     def _config_id(self, name: str, digest: str = "") -> str:
         """The id of the config ``name``, after checking its data has sha256 ``digest``."""
-        found = [
-            c
-            for c in self.api.configs(filters={"name": name})
-            if c["Spec"]["Name"] == name
-        ]
+        found = [c for c in self.api.configs(filters={"name": name}) if c["Spec"]["Name"] == name]
         if not found:
             raise LookupError(f"config {name} does not exist")
         config = config_from_api(found[0])
@@ -140,7 +127,8 @@ class Executor:
             ]
         secrets = None if action.secrets is None else list(action.secrets)
         spec = with_mounts(action.spec, action.path, config, secrets, action.owner, files)
-        self.api.update_service(action.service_id,
+        self.api.update_service(
+            action.service_id,
             action.version,
             task_template=spec["TaskTemplate"],
             name=spec.get("Name"),

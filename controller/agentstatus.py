@@ -19,7 +19,7 @@ from typing import Any
 from .agentapi import TokenError, read_token, stale_after
 from .board import Board
 from .logs import printable
-from .reconcile import PassResult
+from .result import PassResult
 from .settings import Settings
 
 SHORT = 12

@@ -23,7 +23,6 @@ takes a working certificate away.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -40,7 +39,7 @@ from .logs import event
 from .plan import Labels, name_prefix, secret_owner
 from .render import digest
 from .snapshot import Snapshot, config_from_api, sortable_time
-from .verify import Verdict
+from .verify import Verdict, proxy_words
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +93,6 @@ COMMANDS = {
     "haproxy": ["haproxy", "-c", "-f", CONFIG_PATH],
 }
 _DONE = ("complete", "failed", "rejected", "shutdown", "orphaned", "remove")
-_STAMP = re.compile(r"^[0-9]{4}/[0-9]{2}/[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2} ", re.MULTILINE)
-_NOTICE = re.compile(r"^\[NOTICE\].*\n?", re.MULTILINE)  # HAProxy's version banner
-_OUTPUT_CHARS = 1500
 UNRUN = "the certificate check could not run"  # how every verdict not the proxy's own begins
 SWEEP_EVERY = 600.0  # seconds between looks for check services a crashed controller left
 
@@ -383,11 +379,6 @@ def _groups(pairs: list[CertPair]) -> list[tuple[CertPair, ...]]:
         for found in by_runner.values()
         for start in range(0, len(found), GROUP)
     ]
-
-
-def proxy_words(text: str) -> str:
-    """What a proxy said, without nginx's timestamps and HAProxy's version banner."""
-    return _NOTICE.sub("", _STAMP.sub("", text)).strip()[-_OUTPUT_CHARS:]
 
 
 def _state(task: dict | None) -> str:

@@ -15,7 +15,8 @@ from collections.abc import Callable
 import docker
 
 from .logs import event
-from .reconcile import PassResult, Reconciler
+from .reconcile import Reconciler
+from .result import PassResult
 from .vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)

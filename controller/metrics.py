@@ -34,7 +34,7 @@ from . import scrape
 from .beacon import NETWORK_FIELDS, Beacon
 from .logs import event
 from .plan import PushConfig, UpdateProxyService
-from .reconcile import PassResult
+from .result import PassResult
 from .smallserver import BoundedHandler, SmallServer
 from .vocabulary import label_kind
 

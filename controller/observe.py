@@ -21,11 +21,11 @@ import docker.errors
 
 from . import labels as lbl
 from .bounded import remember
-from .certcheck import proxy_words
 from .desired import Proxy
 from .gateway import Gateway
 from .plan import name_prefix, proxy_containers
 from .snapshot import Snapshot, snapshot_from_api, sortable_time
+from .verify import proxy_words
 
 # Past this many service ids in one tasks filter, listing all running tasks is cheaper than a
 # query string that long.

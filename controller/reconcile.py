@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from . import certcheck, identity
 from . import plan as planning
-from .act import Executor, Outcome
+from .act import Executor
 from .certcheck import CertificateChecker
 from .check import Checker
 from .desired import Desired, DesiredProxy, Proxy, Trust, desired_state
@@ -22,6 +22,7 @@ from .labels import Problem
 from .logs import event, new_pass_id, pass_scope
 from .observe import Observer
 from .render import Rendered, RenderOptions
+from .result import PassResult
 from .settings import Settings
 from .snapshot import Snapshot
 from .verify import Verifier
@@ -53,32 +54,6 @@ def render_options(settings: Settings) -> RenderOptions:
         status_port=settings.proxy_status_port,
         access_log=settings.access_log,
     )
-
-
-@dataclass
-class PassResult:
-    """Everything one pass saw and did: for logs, metrics, `status` and the CLI's exit code."""
-
-    pass_id: str
-    snapshot: Snapshot
-    desired: Desired
-    rendered: dict[str, Rendered]
-    actions: list[planning.Action]
-    outcomes: list[Outcome]
-    problems: list[Problem]
-    refused: dict[str, str]  # proxy name -> why its config was not deployed
-    seconds: float = 0.0
-    api_calls: int = 0
-
-    @property
-    def errors(self) -> list[str]:
-        failed = [f"{o.action.proxy}: {o.error}" for o in self.outcomes if not o.ok]
-        return failed + [f"{proxy}: {why}" for proxy, why in self.refused.items()]
-
-    @property
-    def converged(self) -> bool:
-        """Every proxy got (or already had) its desired config, and nothing failed."""
-        return not self.errors
 
 
 @dataclass

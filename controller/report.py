@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from .logs import printable
 from .plan import config_name, proxy_containers
-from .reconcile import PassResult
+from .result import PassResult
 
 SHORT = 12
 

@@ -10,6 +10,7 @@ setting) is the proxy's whole configuration held back, and it keeps serving what
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -21,6 +22,17 @@ from .render import Rendered, RenderError, RenderOptions, render
 
 CHECK_LABEL = "proxy check"  # what a Problem names when the proxy refused a service's routes
 _PLACEHOLDER = "192.0.2.1"  # TEST-NET-1: never routed, only ever written into a checked file
+
+
+_STAMP = re.compile(r"^[0-9]{4}/[0-9]{2}/[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2} ", re.MULTILINE)
+_NOTICE = re.compile(r"^\[NOTICE\].*\n?", re.MULTILINE)  # HAProxy's version banner
+_OUTPUT_CHARS = 1500
+
+
+def proxy_words(text: str) -> str:
+    """What a proxy said, without nginx's timestamps and HAProxy's version banner: the same
+    refusal reads the same in every pass (a Problem is logged when it appears, not each time)."""
+    return _NOTICE.sub("", _STAMP.sub("", text)).strip()[-_OUTPUT_CHARS:]
 
 
 @dataclass(frozen=True)
@@ -130,7 +142,8 @@ class Verifier:
         verdict = self.checker.check(desired, rendered, self.options)
         if verdict.ok:
             return rendered
-        return Verdict(False, f"{desired.proxy.spec.kind} refused the config: {verdict.output}")
+        words = proxy_words(verdict.output)
+        return Verdict(False, f"{desired.proxy.spec.kind} refused the config: {words}")
 
     def _problems(self, desired: DesiredProxy, guilty: Sequence[str]) -> tuple[Problem, ...]:
         """The proxy's own words for each service left out, found by checking it alone."""

@@ -30,6 +30,9 @@ if [ "$nodes" != 0 ]; then
 fi
 .venv/bin/python -m tests.bed clean --older-than 3600
 
+step "layers (lint-imports: the pure core imports no engine; layers run one way)"
+.venv/bin/lint-imports --no-cache
+
 step "pytest"
 if [ "$#" -eq 0 ]; then
   set -- tests

@@ -17,7 +17,7 @@ from docker.models.services import Service
 from docker.types import EndpointSpec, UpdateConfig
 
 from controller.app import Controller
-from controller.reconcile import PassResult
+from controller.result import PassResult
 from controller.settings import Settings
 from tests.bed.harness import SwarmTest
 from tests.bed.probes import free_port, http_get, wait_until

@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from controller.reconcile import PassResult
+from controller.result import PassResult
 from tests.bed.probes import http_get, wait_until
 from tests.swarm.controlled import routed
 from tests.swarm.test_tls import https_get, self_signed

@@ -11,13 +11,12 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.act import Outcome
 from controller.app import build_telemetry, serve_metrics
 from controller.desired import desired_state
 from controller.metrics import Telemetry, health, label_kind, serve_http
 from controller.plan import CreateConfig, PushConfig, RemoveConfig, UpdateProxyService
-from controller.reconcile import PassResult
 from controller.render import RenderOptions
+from controller.result import Outcome, PassResult
 from controller.settings import Settings
 from controller.snapshot import snapshot_from_api
 from controller.verify import render_all
