@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 
 from controller import checkcert
 from controller.desired import DesiredProxy, desired_state
+from controller.grammar import HEADER_VALUE_CHARS
 from controller.kinds import KINDS
 from controller.labels import parse_app
 from controller.render import RenderOptions, _template_dir, render, safe_token
@@ -51,6 +52,7 @@ SECRETS = [f"secret-{i}" for i in range(48)]  # exist in every snapshot: good TL
 
 # ---- label values ---------------------------------------------------------------------------
 
+HEADER_VALUE_CHARS_LIST = string.ascii_letters + string.digits + " ._~:/=,;+*()?!@&-"
 HOSTILE_CHARS = ";{}#\"'$\\`\n\r\t\x00\x1b \u2028\uff41\u0661\u00b2\u212a/.:-_~*?%&|<>()[]=,@!^+"
 KNOWN_SUFFIXES = [
     "hostname",
@@ -74,6 +76,19 @@ KNOWN_SUFFIXES = [
     "share_host",
     "backend_option.1",
     "ssl_backend",
+    "ssl_backend_tls_verify",
+    "ssl_passthrough",
+    "weight",
+    "sticky_session_cookie",
+    "redirects",
+    "default_backend",
+    "connect_timeout",
+    "read_timeout",
+    "max_body_size",
+    "ip_allow",
+    "response_header.X-Test",
+    "response_header.Set-Cookie",
+    "basic_auth_secret",
 ]
 
 # Plain text strategies mapped into the grammar: far cheaper to draw than from_regex.
@@ -139,10 +154,30 @@ def good_labels(draw, index: int) -> dict[str, str]:
         "health_check_interval": st.integers(100, 3_600_000).map(str),
         "websocket_endpoint": url_path,
         "network": st.just("net1"),
+        "weight": st.integers(0, 100).map(str),
+        "sticky_session_cookie": st.from_regex(r"[A-Za-z0-9_]{1,64}", fullmatch=True),
+        "connect_timeout": st.sampled_from(["1", "500ms", "2m", "1h"]),
+        "read_timeout": st.sampled_from(["60", "90s", "24h"]),
+        "max_body_size": st.sampled_from(["1", "1k", "10m", "1024g"]),
+        "ip_allow": st.sampled_from(["10.0.0.0/8", "192.168.1.1, ::1", "2001:db8::/32 10.1.2.3"]),
+        "response_header.X-Test": st.text(
+            alphabet=HEADER_VALUE_CHARS_LIST, min_size=1, max_size=40
+        ).map(lambda v: v.strip() or "x"),
+        "ssl_backend": st.sampled_from(["true", "false"]),
+        # true makes nginx load the system's CA bundle for each of the service's hosts (about
+        # 0.1 s each, OpenSSL 3): drawn rarely, never with many hosts (see below)
+        "ssl_backend_tls_verify": st.sampled_from(["false", "false", "false", "true"]),
+        "redirects": st.sampled_from(["r", "s"]).map(
+            lambda r: f"{r}.{host},https://{host}/x;{r}2.{host},{host},307"
+        ),
     }
     for key, values in optional.items():
         if draw(st.booleans()):
             labels[key] = draw(values)
+    if index == 0 and draw(st.booleans()):
+        labels["default_backend"] = "true"
+    if many:
+        labels.pop("ssl_backend_tls_verify", None)
     if not many and draw(st.booleans()):  # nginx loads a certificate per host: ~2 ms each
         cert, key = draw(st.lists(st.sampled_from(SECRETS), min_size=2, max_size=2, unique=True))
         labels |= {"ssl_cert": cert, "ssl_cert_key": key}
@@ -264,7 +299,11 @@ EXPLICIT = {"many_tls_services": many_tls_services, "huge_and_long": huge_and_lo
 
 TOKEN = r"[A-Za-z0-9._:/~\[\]-]+"
 # Template expressions whose output is more than one token.
-EXPRESSIONS = {"upstream(route)": rf"(?:return 503;|proxy_pass http://{TOKEN};)"}
+EXPRESSIONS = {
+    "upstream(route)": rf"(?:return 503;|proxy_pass https?://{TOKEN};)",
+    "value | quoted": rf'"[{HEADER_VALUE_CHARS}]+"',
+}
+MACROS = ("location_body(",)  # a call renders the macro's own lines, each checked on its own
 _TAG = re.compile(r"(\{\{.*?\}\}|\{%-?.*?-?%\})")
 
 
@@ -274,6 +313,8 @@ def _line_shape(line: str) -> str | None:
     if all(part.startswith("{%") or not part.strip() for part in parts) and any(
         part.startswith("{%") for part in parts
     ):
+        return None
+    if len(parts) == 1 and parts[0].startswith("{{") and parts[0].strip("{}- ").startswith(MACROS):
         return None
     stack: list[list[str]] = [[]]
     for part in parts:
@@ -314,22 +355,32 @@ def foreign_lines(kind: str, text: str) -> list[str]:
 def expected_counts(desired: DesiredProxy, options: RenderOptions) -> dict[str, int]:
     """How often structural lines appear, predicted from the desired routes alone."""
     hosts = {route.host for route in desired.routes}
+    moved = {redirect.host for redirect in desired.redirects}
     only = sum(1 for tls in desired.tls if tls.only)
+    with_targets = {b.name for b in desired.backends if b.targets}
+    passthrough = any(route.passthrough for route in desired.routes)
     if desired.proxy.spec.kind == "nginx":
+        only_kept = sum(1 for tls in desired.tls if tls.only and tls.host not in moved)
         return {
-            "server_name ": 1 + len(hosts) + only + (1 if desired.tls else 0),
-            "proxy_pass http://": sum(
+            "server_name ": 1 + len(hosts) + only_kept + (1 if desired.tls else 0),
+            "proxy_pass http": sum(
                 (2 if r.path else 1)
                 for r in desired.routes
-                if any(b.name == r.backend and b.targets for b in desired.backends)
-            ),
-            "upstream ": sum(1 for b in desired.backends if b.targets),
+                if r.backend in with_targets and r.host not in moved
+            )
+            + (desired.default_backend in with_targets),
+            "upstream ": len(with_targets),
+            "return 30": len(moved) + only_kept,
         }
     return {
         "use_backend ": len(desired.routes),
-        "backend ": len(desired.backends) + 1,
+        "backend ": len(desired.backends) + 1 + (passthrough and bool(desired.certificates)),
         "http-request redirect scheme https": only,
-        "bind :": 1 + bool(desired.certificates) + bool(options.status_port),
+        "http-request redirect prefix ": len(moved),
+        "bind :": 1
+        + bool(desired.certificates and not passthrough)
+        + passthrough
+        + bool(options.status_port),
     }
 
 
