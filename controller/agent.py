@@ -32,6 +32,7 @@ import socket
 import threading
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 _DIGEST = re.compile(r"[0-9a-f]{64}", re.ASCII)
 MAX_TEXT = 16 * 1024 * 1024
 RETRY_MAX = 5.0  # seconds between attempts while the controller cannot be reached
+MAX_PARALLEL = 8  # containers reloaded at once
 
 
 class Unauthorised(RuntimeError):
@@ -204,20 +206,24 @@ class Agent:
     # -- applying an answer ----------------------------------------------------------------
 
     def apply(self, configs: list[Any], local: dict[str, LocalProxy]) -> None:
+        """Apply every config the answer holds that this node's labels allow, at once: each
+        container's reload is independent, and together they must land within seconds."""
+        allowed = []
         for config in configs:
             why = refusal(config, local)
             if why:
+                container = config.get("container", "") if isinstance(config, dict) else ""
                 event(
-                    log,
-                    "agent_answer_refused",
-                    logging.ERROR,
-                    container=str(config.get("container", ""))[:12]
-                    if isinstance(config, dict)
-                    else "",
+                    log, "agent_answer_refused", logging.ERROR, container=str(container)[:12],
                     reason=why,
-                )
+                )  # fmt: skip
                 continue
-            self._apply_one(config, local[config["container"]])
+            allowed.append((config, local[config["container"]]))
+        if len(allowed) == 1:
+            self._apply_one(*allowed[0])
+        elif allowed:
+            with ThreadPoolExecutor(max_workers=min(len(allowed), MAX_PARALLEL)) as pool:
+                list(pool.map(lambda pair: self._apply_one(*pair), allowed))
 
     def _apply_one(self, config: dict[str, Any], proxy: LocalProxy) -> None:
         digest, started = config["digest"], time.monotonic()

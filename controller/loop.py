@@ -21,13 +21,26 @@ from .vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 
-WAKE_EVENTS = {"service": {"create", "update", "remove"}, "container": {"start", "die"}}
+# A node drained or removed stops its tasks: as urgent as a service update.
+WAKE_EVENTS = {
+    "service": {"create", "update", "remove"},
+    "container": {"start", "die"},
+    "node": {"update", "remove"},
+}
 _BATCH_SECONDS = 0.05  # let a burst of events (a stack deploy) land in one pass
 # Swarm carries out a change over the seconds after its event (tasks are told to stop, new ones
 # start), and sends no task events: so after an event, pass often for a while. A stopping task
 # then leaves the pool well within the 2 s Swarm waits before it signals the task's container.
 FOLLOW_UP_SECONDS = 5.0
 FOLLOW_UP_INTERVAL = 0.25
+ROLLING = ("updating", "rollback_started")  # a service's update still replacing tasks
+
+
+def _rolling(result: PassResult | None) -> bool:
+    """Swarm is still replacing some service's tasks (an update lasts longer than the follow-up
+    after its one event): keep passing often until it is done."""
+    services = result.snapshot.services if result is not None else ()
+    return any(s.update is not None and s.update.state in ROLLING for s in services)
 
 
 def _wakes(message: dict, check_label: str) -> bool:
@@ -85,7 +98,8 @@ class Loop:
         follow_up_until = 0.0
         while not self.stop.is_set():
             self.wake.clear()
-            self._one_pass()
+            if _rolling(self._one_pass()):
+                follow_up_until = max(follow_up_until, time.monotonic() + FOLLOW_UP_INTERVAL)
             following = time.monotonic() < follow_up_until
             wait = min(self.interval, FOLLOW_UP_INTERVAL) if following else self.interval
             if self.wake.wait(wait):
@@ -93,10 +107,11 @@ class Loop:
                 time.sleep(_BATCH_SECONDS)
         event(log, "loop_stopped")
 
-    def _one_pass(self) -> None:
+    def _one_pass(self) -> PassResult | None:
         try:
             result = self.reconciler.run_pass()
         except Exception as error:  # the loop outlives any single pass (run_pass logged it)
             self.on_pass(None, error)
-            return
+            return None
         self.on_pass(result, None)
+        return result
