@@ -192,6 +192,11 @@ def _key(prefix: str, name: str) -> str:
     return Vocabulary(prefix).key(name)
 
 
+def _label(app: _App, prefix: str, name: str) -> str:
+    """The key the app's user wrote for our label ``name``, in the app's family."""
+    return Vocabulary(prefix).family_key(app.spec.family, name)
+
+
 def backend_name(service: Service) -> str:
     """A config identifier that is unique per service and safe in both proxies' grammars."""
     return f"{_UNSAFE.sub('_', service.name.lower())[:48]}_{service.id[:10].lower()}"
@@ -324,7 +329,7 @@ def _network(app: _App, proxy: Proxy, index: _Index, prefix: str) -> str | Probl
     """The one network on which this proxy reaches this app's tasks, or why there is none."""
     names = index.network_names
     shared = sorted(set(app.service.network_ids) & set(proxy.network_ids))
-    label = _key(prefix, "network")
+    label = _label(app, prefix, "network")
     if app.spec.network:
         wanted = [n for n in app.service.network_ids if app.spec.network in (n, names.get(n))]
         if not wanted:
@@ -360,7 +365,7 @@ def _port(app: _App, prefix: str) -> int | Problem:
         return app.service.target_ports[0]
     return Problem(
         app.service.name,
-        _key(prefix, "port"),
+        _label(app, prefix, "port"),
         f"missing, and the service publishes {len(app.service.target_ports)} target ports "
         "(need exactly one to default to)",
     )
@@ -381,14 +386,14 @@ def _tls_problem(app: _App, proxy: Proxy, index: _Index, prefix: str) -> Problem
         if secret not in index.secret_names:
             return Problem(
                 app.service.name,
-                _key(prefix, label),
+                _label(app, prefix, label),
                 f"Docker secret {secret} does not exist",
                 proxy=proxy.name,
             )
     if not proxy.service_id:
         return Problem(
             app.service.name,
-            _key(prefix, "ssl_cert"),
+            _label(app, prefix, "ssl_cert"),
             f"proxy {proxy.name} is a plain "
             "container and cannot mount secrets; use a proxy service",
             proxy=proxy.name,
@@ -413,7 +418,7 @@ def _ownership_problem(
     owner = claims[0]
     if owner.service == app.service.name:
         return None
-    label = _key(prefix, "hostname")
+    label = _label(app, prefix, "hostname")
     if owner.app is None:
         why = f"{host} belongs to service {owner.service}, which is older and rejected; "
         return Problem(app.service.name, label, why + "it is not handed over", proxy=proxy.name)
@@ -458,11 +463,6 @@ class _Served:
     name: str
     port: int
     targets: tuple[str, ...]
-
-
-def _label(app: _App, prefix: str, name: str) -> str:
-    """The key the app's user wrote for our label ``name``, in the app's family."""
-    return Vocabulary(prefix).family_key(app.spec.family, name)
 
 
 def _refusals(app: _App, proxy: Proxy, index: _Index, prefix: str) -> list[Problem]:
@@ -595,7 +595,7 @@ class _Builder:
             self.holders.setdefault(key, []).append(one)
             if owner[0].service == app.service.name:
                 self._host_settings(app, host)
-            elif app.spec.tls:
+            elif app.spec.tls and (owner[0].app is None or owner[0].app.spec.tls != app.spec.tls):
                 self.problems.append(_tls_not_owner(app, host, owner[0].service, prefix, proxy))
         if app.spec.default_backend:
             self._default(one)
@@ -677,7 +677,7 @@ def _conflict(app: _App, key: tuple[str, str], holder: str, prefix: str, proxy: 
     host, path = key
     return Problem(
         app.service.name,
-        _key(prefix, "hostname"),
+        _label(app, prefix, "hostname"),
         f"{host}{path or '/'} is already routed to service {holder}, which is older and keeps it",
         proxy=proxy.name,
     )
@@ -686,7 +686,7 @@ def _conflict(app: _App, key: tuple[str, str], holder: str, prefix: str, proxy: 
 def _tls_not_owner(app: _App, host: str, owner: str, prefix: str, proxy: Proxy) -> Problem:
     why = f"TLS of {host} is set by its owner, service {owner}; this service's is not used"
     return Problem(
-        app.service.name, _key(prefix, "ssl_cert"), why, rejected=False, proxy=proxy.name
+        app.service.name, _label(app, prefix, "ssl_cert"), why, rejected=False, proxy=proxy.name
     )
 
 
@@ -697,7 +697,7 @@ def _unserved_clusters(apps: list[_App], proxies: list[Proxy], prefix: str) -> l
     return [
         Problem(
             app.service.name,
-            _key(prefix, "ext.service_cluster"),
+            _label(app, prefix, "ext.service_cluster"),
             f"no proxy serves cluster {app.spec.cluster!r} (proxies serve: {named})",
         )
         for app in apps

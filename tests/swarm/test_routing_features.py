@@ -24,11 +24,13 @@ import base64
 import hashlib
 import http.client
 import os
+import shutil
 import socket
 import ssl
 import struct
 import subprocess
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from docker.types import SecretReference
@@ -429,23 +431,24 @@ def test_basic_auth_from_a_docker_secret(kind, swarm, bed):
     )
 
 
-def tls_get(port: int, host: str, cafile: str) -> tuple[int, str]:
-    """GET over TLS to 127.0.0.1:port with SNI ``host``, verified against ``cafile``."""
+def tls_get(port: int, host: str, cafile: str, path: str = "/p") -> tuple[int, str, str]:
+    """GET ``path`` over TLS to 127.0.0.1:port with SNI ``host``, verified against ``cafile``:
+    (status, body, response head)."""
     context = ssl.create_default_context(cafile=cafile)
     raw = socket.create_connection((LOOPBACK, port), timeout=10)
     with context.wrap_socket(raw, server_hostname=host) as sock:
-        sock.sendall(f"GET /p HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while chunk := sock.recv(4096):
             data += chunk
     head, _, body = data.decode().partition("\r\n\r\n")
-    return int(head.split()[1]), body
+    return int(head.split()[1]), body, head
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_tls_passthrough_by_sni(kind, swarm, bed, tmp_path):
     lab = routed(swarm, bed.docker_host)
-    lab.proxy_service(kind, mode="signal", tls=True)
+    lab.proxy_service(kind, tls=True)  # rolling: certificates come with a task update anyway
     passed, cert = tls_backend(
         lab,
         "passed",
@@ -469,12 +472,72 @@ def test_tls_passthrough_by_sni(kind, swarm, bed, tmp_path):
     else:
         assert not problems, problems
         # The task's own certificate answers: the proxy passed the TLS stream through.
-        status, body = wait_until(
+        status, body, _ = wait_until(
             lambda: tls_get(lab.tls_port, "pass.example.com", str(tmp_path / "pass.pem")), 30
         )
         assert status == 200 and f"task={passed.name}." in body, body
     # Beside it, a host whose TLS the proxy terminates, with its own certificate.
-    status, body = wait_until(
+    status, body, _ = wait_until(
         lambda: tls_get(lab.tls_port, "term.example.com", str(tmp_path / "term.pem")), 30
     )
     assert status == 200 and "-term.1." in body, body
+
+
+# ---- an Interlock 2 stack, deployed unchanged -------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = shutil.which("docker", path="/usr/bin") or shutil.which("docker")
+
+
+def test_an_interlock_2_stack_file_deploys_unchanged_and_routes(swarm, bed, tmp_path):
+    """manifests/interlock2.yml by `docker stack deploy`, through an nginx and an HAProxy proxy
+    at once: hosts, port, network, context root with rewrite, TLS from its secrets (HTTP
+    redirected to HTTPS), sticky cookie and redirects, as Interlock 2 read them."""
+    lab = routed(swarm, bed.docker_host)
+    lab.network.reload()
+    ports = {}
+    for kind in KINDS:
+        lab.proxy_service(kind, tls=True)  # rolling: certificates come with a task update anyway
+        ports[kind] = (lab.port, lab.tls_port)
+    cert, key = self_signed("shop.example.com")
+    (tmp_path / "shop.pem").write_text(cert)
+    for name, data in (("shop.example.com.cert", cert), ("shop.example.com.key", key)):
+        swarm.client.secrets.create(name=name, data=data, labels=swarm._labels(None))
+    stack = f"{swarm.id}-shop"
+    env = {
+        **os.environ,
+        "DOCKER_HOST": bed.docker_host,
+        "APP_IMAGE": swarm.images.backend,
+        "PROXY_NETWORK": lab.network.name,
+    }
+    deploy = subprocess.run(
+        [DOCKER, "stack", "deploy", "-c", str(ROOT / "manifests/interlock2.yml"), stack],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    try:
+        assert deploy.returncode == 0, deploy.stderr
+        web, api = (swarm.client.services.get(f"{stack}_{name}") for name in ("web", "api"))
+        swarm.wait_running(web, replicas=2)
+        swarm.wait_running(api, replicas=1)
+        _, problems = converge(lab)
+        assert not problems, problems
+        for kind, (port, tls_port) in ports.items():
+            status, body, head = wait_until(
+                lambda p=tls_port: tls_get(p, "shop.example.com", str(tmp_path / "shop.pem")), 60
+            )
+            assert status == 200 and f"task={stack}_web." in body, (kind, body)
+            assert "\r\nset-cookie: session=" in head.lower(), head  # sticky: the cookie is set
+            answer = request(port, "shop.example.com", "/x?y=1")
+            location = (answer.status, answer.getheader("Location"))
+            assert location == (301, "https://shop.example.com/x?y=1"), (kind, answer.headers)
+            moved = request(port, "old.shop.example.com", "/a")
+            assert moved.getheader("Location") == "https://shop.example.com/a", kind
+            cafile = str(tmp_path / "shop.pem")
+            status, body, _ = tls_get(tls_port, "shop.example.com", cafile, "/api/users")
+            assert status == 200 and f"task={stack}_api." in body and "path=/users " in body
+            print(f"{kind}: Interlock 2 stack routed ({body.split()[0]})")
+    finally:
+        subprocess.run([DOCKER, "stack", "rm", stack], env=env, capture_output=True, timeout=60)
