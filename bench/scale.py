@@ -27,7 +27,7 @@ from controller.snapshot import Snapshot
 from controller.verify import render_all
 from tests.swarm.controlled import routed
 
-SIZES = (100, 1000, 5000)
+SIZES = (100, 1000, 5000, 10_000)  # 10,000 services: about 75,000 tasks
 SWARM_SIZES = (1, 10, 100, 250)  # past 200 the observer lists tasks without a service filter
 QUICK_SWARM_SIZES = (1, 10, 40)
 
