@@ -94,6 +94,9 @@ class PushConfig:
     path: str
     text: str = field(repr=False)
     digest: str
+    # The files the config names beside it (HAProxy's crt-list), by absolute path: written into
+    # the container before the config is checked there.
+    files: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False, compare=False)
 
 
 Action = CreateConfig | UpdateProxyService | RemoveConfig | PushConfig
@@ -535,6 +538,7 @@ def _signal(snapshot, prefix, target: Deployable, served, owned_names) -> list[A
             proxy.spec.config_path,
             rendered.text,
             rendered.digest,
+            dict(rendered.files),
         )
         for container in proxy_containers(snapshot, proxy)
         if served.get(container) != rendered.digest

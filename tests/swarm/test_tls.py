@@ -121,6 +121,7 @@ def test_tls_in_signal_mode_mounts_the_secrets_once_then_reloads_in_place(
             message="HTTPS through the proxy",
         )
         assert_tls_served(lab, cafile)
+        swarm.wait_updated(proxy)  # Swarm writes the update's end on the service (its version)
         proxy.reload()
         version = proxy.version
         lab.app("more", hostname="more.example.com", port="8080")  # a route change: in place

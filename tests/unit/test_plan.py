@@ -410,3 +410,22 @@ def test_files_beside_the_config_are_created_verified_and_mounted_with_it():
     converged = snapshot_from_api([done, app], TASKS, [b.network("net1")], configs, [], SECRETS)
     assert planning.plan(converged, P, deployable(converged), {}, keep_configs=3) == []
     assert sha == hashlib.sha256(ready["proxy"].rendered.files[path].encode()).hexdigest()
+
+
+def test_signal_mode_pushes_carry_the_files_beside_the_config():
+    labels = {f"{P}.ext.name": "haproxy", f"{P}.ext.mode": "signal"}
+    app = b.service("a1", "secure", SECURE)
+    first = snapshot_from_api([proxy_service(labels=labels), app], TASKS, [b.network("net1")],
+                              [], [], SECRETS)  # fmt: skip
+    proxy = proxy_service(labels=labels)  # with its TLS secrets mounted already
+    proxy["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"] = [
+        {"File": {"Name": f}, "SecretID": "x", "SecretName": n}
+        for f, n in deployable(first)["proxy"].secrets
+    ]
+    container = b.container("c1", "proxy.1", {"com.docker.swarm.service.id": "p1"})
+    snapshot = snapshot_from_api([proxy, app], TASKS, [b.network("net1")], [], [container],
+                                 SECRETS)  # fmt: skip
+    ready = deployable(snapshot)
+    (push,) = planning.plan(snapshot, P, ready, {}, keep_configs=3)
+    assert isinstance(push, PushConfig) and push.files == ready["proxy"].rendered.files
+    assert next(iter(push.files)).endswith(".crt-list")
