@@ -106,6 +106,16 @@ def refusal(config: Any, local: dict[str, LocalProxy]) -> str:
         return "no digest"
     if hashlib.sha256(text.encode()).hexdigest() != digest:
         return "the text does not have the digest it came with"
+    files = config.get("files") or {}
+    if not isinstance(files, dict) or any(
+        not isinstance(p, str)
+        or not p.startswith(f"{target.path}.")
+        or "/../" in p
+        or not isinstance(t, str)
+        or len(t) > MAX_TEXT
+        for p, t in files.items()
+    ):
+        return "a file beside the config that is not at <config path>.<name>"
     return ""
 
 
@@ -228,7 +238,8 @@ class Agent:
     def _apply_one(self, config: dict[str, Any], proxy: LocalProxy) -> None:
         digest, started = config["digest"], time.monotonic()
         try:
-            self.inplace.apply(proxy.id, proxy.kind, proxy.path, config["text"], digest)
+            files = config.get("files") or {}
+            self.inplace.apply(proxy.id, proxy.kind, proxy.path, config["text"], digest, files)
         except CheckFailed as refused:
             self.errors[proxy.id] = (digest, str(refused))
             event(

@@ -52,9 +52,11 @@ class Want:
     path: str
     digest: str
     text: str = field(repr=False)
+    files: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # beside the config
 
-    def as_json(self) -> dict[str, str]:
+    def as_json(self) -> dict[str, Any]:
         return {
+            "files": dict(self.files),
             "container": self.container,
             "proxy": self.proxy,
             "kind": self.kind,
@@ -315,7 +317,13 @@ class Board:
         """The executor's push: hand the config to the container's agent (never raises for one
         container, so one refusing node holds back no other)."""
         want = Want(
-            action.container_id, action.proxy, action.kind, action.path, action.digest, action.text
+            action.container_id,
+            action.proxy,
+            action.kind,
+            action.path,
+            action.digest,
+            action.text,
+            tuple(sorted(action.files.items())),
         )
         with self.cond:
             if self.wants.get(action.container_id) != want:

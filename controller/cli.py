@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status" and settings.agent_port:
         board, agents = agentstatus.remote_board(settings, args.controller)
     controller = app.Controller.from_settings(settings, controller.api, board)
-    if args.command == "status":
+    if args.command == "status" and not args.json:
         print(f"# {printable(source)}")
     if args.command == "once":
         return cmd_once(controller)

@@ -48,7 +48,12 @@ class SignalPusher:
             raise CheckFailed(self.refused[key])
         try:
             InPlace(self.api).apply(
-                action.container_id, action.kind, action.path, action.text, action.digest
+                action.container_id,
+                action.kind,
+                action.path,
+                action.text,
+                action.digest,
+                action.files,
             )
         except CheckFailed as refused:
             remember(self.refused, key, str(refused))

@@ -335,6 +335,10 @@ class Telemetry:
             ["kind"],
             registry=r,
         )
+        for kind in ("action", "refused", "pass"):  # at 0 from the start: increase() sees the 1st
+            self.errors.labels(kind)
+        for outcome in ("converged", "errors", "failed"):
+            self.passes.labels(outcome)
         self.last_success_time = Gauge(
             f"{NS}_reconcile_last_success_timestamp_seconds",
             "Unix time the last pass completed.",

@@ -139,6 +139,10 @@ class Reconciler:
             desired = certcheck.screen(self.cert_checker, snapshot, desired, prefix, start)
         desired, rendered, refused, deployable = self._verify(snapshot, desired, served, checks)
         problems = list(desired.problems) + _signal_problems(snapshot, prefix, signal_proxies)
+        # A squatted config name or an update Swarm rolled back: the plan holds it, say why.
+        for held in planning.deploy_problems(snapshot, prefix, deployable):
+            problems.append(held)
+            refused.setdefault(held.proxy, held.reason)
         actions = planning.plan(snapshot, prefix, deployable, served, self.settings.keep_configs)
         outcomes = [] if dry_run else self.executor.run(actions, snapshot)
         result = PassResult(
@@ -157,7 +161,7 @@ class Reconciler:
 
 
 def _signal_problems(snapshot: Snapshot, prefix: str, proxies: list[Proxy]) -> list[Problem]:
-    owned = {c.name for c in snapshot.configs}
+    owned = planning.owned_names(snapshot, prefix)
     found = []
     for proxy in proxies:
         found += planning.signal_problems(snapshot, prefix, proxy, owned)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .gateway import Gateway
@@ -43,9 +44,24 @@ class InPlace:
     def _exec(self, container: str, command: list[str]) -> tuple[int, str]:
         return self.api.run_in(container, command)
 
-    def apply(self, container: str, kind: str, path: str, text: str, digest: str) -> None:
+    def apply(
+        self,
+        container: str,
+        kind: str,
+        path: str,
+        text: str,
+        digest: str,
+        files: Mapping[str, str] | None = None,
+    ) -> None:
         """Write, check, swap, signal. Raises ``CheckFailed`` with the proxy's own words when
-        its binary refuses the config (then the live file and the proxy are untouched)."""
+        its binary refuses the config (then the live file and the proxy are untouched).
+
+        ``files`` (absolute path -> text) are the files the config names beside it (HAProxy's
+        crt-list): named by their content, so they are written as they are, before the check.
+        """
+        beside = {p: t for p, t in (files or {}).items() if p.startswith(f"{path}.")}
+        if beside:
+            self.api.put_files(container, "/", {p.lstrip("/"): t for p, t in beside.items()})
         folder, name = posixpath.split(path)
         new, digest_new = name + NEW_SUFFIX, name + DIGEST_SUFFIX + ".new"
         self.api.put_files(container, folder, {new: text, digest_new: digest})
