@@ -131,7 +131,9 @@ class Reconciler:
         # The proxies' status pages answer the controller alone: its addresses are in the config.
         allowed = identity.status_allow(snapshot, self.settings)
         self.verifier.options = replace(render_options(self.settings), status_allow=allowed)
-        desired = desired_state(snapshot, prefix, self.settings.mode, trust(self.settings))
+        desired = desired_state(
+            snapshot, prefix, self.settings.mode, trust(self.settings), self.settings.families
+        )
         signal_proxies = [d.proxy for d in desired.proxies if d.proxy.mode == "signal"]
         served = self.served(snapshot, signal_proxies) if signal_proxies else {}
         if self.cert_checker is not None:  # a certificate a proxy cannot load never reaches it

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .identity import parse_allow
+from .vocabulary import FAMILIES
 
 LABEL_PREFIX_PATTERN = re.compile(
     r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$"
@@ -52,6 +53,11 @@ class Settings(BaseSettings):
         "json",
         description="the proxies' access log on their stdout: json (one object a line), text "
         "(the classic line) or off; a service's label can turn its own off",
+    )
+    label_families: str = Field(
+        "interlock,com.docker.lb",
+        description="label families read: interlock (ours, under the prefix) and/or "
+        "com.docker.lb (Interlock 2's), comma-separated",
     )
     proxy_trust_label: str = Field(
         "",
@@ -205,6 +211,19 @@ class Settings(BaseSettings):
     @property
     def health_max_age_seconds(self) -> float:
         return self.health_max_age or 3 * self.poll_interval + 10
+
+    @field_validator("label_families")
+    @classmethod
+    def _are_families(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in FAMILIES]
+        if unknown or not names:
+            raise ValueError(f"must name one or both of {', '.join(FAMILIES)}")
+        return ",".join(names)
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        return tuple(self.label_families.split(","))
 
     @field_validator("label_prefix")
     @classmethod

@@ -172,7 +172,10 @@ def version_env(version: int) -> list[str]:
 
 
 def routed(swarm: SwarmTest, docker_host: str, **settings: Any) -> Routed:
-    values = {"label_prefix": swarm.id, "poll_interval": 0.5, "log_format": "text", **settings}
+    # Interlock 2's labels have no prefix: only tests of that family read it, so that tests
+    # running at once on one bed never route each other's com.docker.lb services.
+    values = {"label_prefix": swarm.id, "poll_interval": 0.5, "log_format": "text",
+              "label_families": "interlock", **settings}  # fmt: skip
     config = Settings(**values)
     controller = Controller.from_settings(config, swarm.client.api)
     return Routed(swarm, controller, config, swarm.network("net"), docker_host)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -75,6 +76,11 @@ def _get(url: str) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
+def _failed_passes(metrics: bytes) -> float:
+    found = re.search(rb'interlock_reconcile_passes_total\{outcome="failed"\} ([0-9.e+]+)', metrics)
+    return float(found.group(1)) if found else 0.0
+
+
 def test_healthz_is_503_while_passes_fail_and_sigterm_stops(engine, tmp_path):
     port = _free_port()
     env = {
@@ -99,12 +105,10 @@ def test_healthz_is_503_while_passes_fail_and_sigterm_stops(engine, tmp_path):
             except OSError:
                 time.sleep(0.2)
                 continue
-            if b'interlock_reconcile_passes_total{outcome="failed"}' in metrics:
+            if _failed_passes(metrics):  # the series exists from the start, at 0
                 break
             time.sleep(0.2)
-        assert b'interlock_reconcile_passes_total{outcome="failed"}' in metrics, (
-            log_path.read_text()
-        )
+        assert _failed_passes(metrics), log_path.read_text()
         assert b'interlock_reconcile_errors_total{kind="pass"}' in metrics
         status, body = _get(f"http://127.0.0.1:{port}/healthz")
         verdict = json.loads(body)
