@@ -139,10 +139,12 @@ class Deployable:
 
 
 def secret_mounts(desired: DesiredProxy) -> tuple[tuple[str, str], ...]:
-    """(file under /run/secrets, secret name) for every certificate and key the proxy serves."""
+    """(file under /run/secrets, secret name) for every certificate and key the proxy serves,
+    and every other secret file its routes name (basic auth's htpasswd files)."""
     mounts = []
     for cert in desired.certificates:
         mounts += [(cert.file, cert.cert_secret), (f"{cert.file}.key", cert.key_secret)]
+    mounts += [(f.file, f.secret) for f in desired.secret_files]
     return tuple(sorted(mounts))
 
 
