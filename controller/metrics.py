@@ -76,6 +76,17 @@ def health(now: float, last_success: float | None, last_error: str, max_age: flo
 # -- collectors reading the latest state at scrape time -------------------------------------
 
 
+def _tasks_per_service(backends) -> dict[str, int]:
+    """Serving tasks of each service over a proxy's backends: a service may have its own
+    backend and share another (canary, weights), and one series a service keeps it unique."""
+    counts: dict[str, int] = {}
+    for backend in backends:
+        shares = backend.members or ((backend.service, len(backend.targets)),)
+        for service, count in shares:
+            counts[service] = counts.get(service, 0) + count
+    return counts
+
+
 class PassCollector:
     """Per-proxy figures of the latest pass."""
 
@@ -130,8 +141,8 @@ class PassCollector:
             backends.add_metric([name], len(desired.backends))
             servers.add_metric([name], sum(len(b.targets) for b in desired.backends))
             empty.add_metric([name], sum(1 for b in desired.backends if not b.targets))
-            for backend in desired.backends:
-                targets.add_metric([name, backend.service], len(backend.targets))
+            for service, count in sorted(_tasks_per_service(desired.backends).items()):
+                targets.add_metric([name, service], count)
             rendered = result.rendered.get(name)
             if rendered is not None:
                 info.add_metric([name, proxy.spec.kind, proxy.mode, rendered.short], 1)
