@@ -34,6 +34,7 @@ import docker.errors
 
 from .bounded import remember
 from .desired import Desired, DesiredProxy
+from .kinds import KINDS
 from .labels import Problem
 from .logs import event
 from .plan import Labels, name_prefix, secret_owner
@@ -88,10 +89,6 @@ frontend interlock_cert_check
 
 
 CONFIGS = {"nginx": _nginx_config(), "haproxy": _haproxy_config()}
-COMMANDS = {
-    "nginx": ["nginx", "-t", "-q", "-c", CONFIG_PATH],
-    "haproxy": ["haproxy", "-c", "-f", CONFIG_PATH],
-}
 _DONE = ("complete", "failed", "rejected", "shutdown", "orphaned", "remove")
 UNRUN = "the certificate check could not run"  # how every verdict not the proxy's own begins
 SWEEP_EVERY = 600.0  # seconds between looks for check services a crashed controller left
@@ -232,7 +229,7 @@ class CertificateChecker:
             ]
         container = docker.types.ContainerSpec(
             first.image,
-            command=COMMANDS[first.kind],
+            command=KINDS[first.kind].check_argv(CONFIG_PATH),
             user=first.user or None,
             labels={self.keys.check: "true"},
             configs=[
@@ -249,7 +246,8 @@ class CertificateChecker:
         )
         name = f"{self.prefix}-check"[:50] + f"-{token_hex(6)}"
         try:
-            created = self.api.create_service(template,
+            created = self.api.create_service(
+                template,
                 name=name,
                 labels={self.keys.check: "true"},
                 mode=docker.types.ServiceMode("replicated", 1),

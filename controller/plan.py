@@ -19,6 +19,7 @@ from .desired import DesiredProxy, Proxy
 from .labels import Problem
 from .render import Rendered, digest
 from .snapshot import Config, Snapshot, Task, sortable_time, spec_refs
+from .vocabulary import Vocabulary
 
 # How long Swarm watches a new proxy task for failure: a proxy that cannot load its config or
 # certificates exits within a second of starting, so this catches it with room to spare.
@@ -102,28 +103,8 @@ class PushConfig:
 Action = CreateConfig | UpdateProxyService | RemoveConfig | PushConfig
 
 
-@dataclass(frozen=True)
-class Labels:
-    """The label keys the controller puts on what it owns."""
-
-    prefix: str
-
-    @property
-    def owned(self) -> str:
-        return f"{self.prefix}.ext.owned"
-
-    @property
-    def proxy(self) -> str:
-        return f"{self.prefix}.ext.proxy"
-
-    @property
-    def digest(self) -> str:
-        return f"{self.prefix}.ext.digest"
-
-    @property
-    def check(self) -> str:
-        """On the certificate check's services and config (never collected as garbage)."""
-        return f"{self.prefix}.ext.check"
+# The keys the controller puts on what it owns: ``owned``, ``proxy``, ``digest``, ``check``.
+Labels = Vocabulary
 
 
 TLS_FILE_PREFIX = "tls-"  # secret mounts the controller owns on a proxy: /run/secrets/tls-*

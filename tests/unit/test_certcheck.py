@@ -12,6 +12,7 @@ import pytest
 from controller import certcheck
 from controller.certcheck import CONFIGS, CertPair, Verdict
 from controller.desired import certificate, desired_state
+from controller.kinds import KINDS
 from controller.snapshot import snapshot_from_api
 from tests import builders as b
 
@@ -41,7 +42,7 @@ def run_check(kind: str, tmp_path, *pairs: tuple[str, str]) -> subprocess.Comple
     config = tmp_path / f"{kind}.conf"
     config.write_text(CONFIGS[kind].replace("/run/secrets", str(folder)))
     binary = shutil.which(kind) or f"/usr/sbin/{kind}"
-    command = [binary, *certcheck.COMMANDS[kind][1:]]
+    command = [binary, *KINDS[kind].check_argv(certcheck.CONFIG_PATH)[1:]]
     command[command.index(certcheck.CONFIG_PATH)] = str(config)
     return subprocess.run(command, capture_output=True, text=True, timeout=30)
 
