@@ -448,9 +448,7 @@ class Telemetry:
     # -- health and HTTP ------------------------------------------------------------------
 
     def health(self) -> Health:
-        return health(
-            self.clock(), self.last_success, self.last_error, self.health_max_age
-        )
+        return health(self.clock(), self.last_success, self.last_error, self.health_max_age)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

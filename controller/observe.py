@@ -79,8 +79,7 @@ class Observer:
         text = ""
         if container:
             try:
-                raw = self.api.logs(container, stdout=True, stderr=True, tail=_OUTPUT_LINES
-                )
+                raw = self.api.logs(container, stdout=True, stderr=True, tail=_OUTPUT_LINES)
                 text = proxy_words(raw.decode(errors="replace"))
             except docker.errors.APIError:
                 text = ""  # not on this engine, or already removed
@@ -117,9 +116,7 @@ def deployed_text(api: Gateway, snapshot: Snapshot, proxy: Proxy) -> str | None:
     """The configuration a proxy serves now, as the CLI's `diff` shows it."""
     if proxy.mode == "signal":
         containers = proxy_containers(snapshot, proxy)
-        return (
-            api.read_file(containers[0], proxy.spec.config_path) if containers else None
-        )
+        return api.read_file(containers[0], proxy.spec.config_path) if containers else None
     service = next((s for s in snapshot.services if s.id == proxy.service_id), None)
     ref = next(
         (r for r in (service.config_refs if service else ()) if r.path == proxy.spec.config_path),
