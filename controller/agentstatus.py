@@ -58,9 +58,19 @@ def _agent(board: Board, node: str) -> str:
     return f"connected, report {age:.1f}s old" if board.waiting.get(node) else f"{age:.1f}s old"
 
 
-def _row(proxy: str, board: Board, node: str, container: str, want: str) -> dict[str, Any]:
+def node_names(api: Any) -> dict[str, str]:
+    """Swarm node id -> hostname, to name the nodes no agent reports from ({} if unknown)."""
+    try:
+        return {n["ID"]: n["Description"]["Hostname"] for n in api.nodes()}
+    except Exception:  # not a manager, or no Swarm: ids it is
+        return {}
+
+
+def _row(
+    proxy: str, board: Board, node: str, container: str, want: str, names: dict[str, str]
+) -> dict[str, Any]:
     report = board.reports.get(node)
-    hostname = report.hostname if report else node[:SHORT]
+    hostname = report.hostname if report else names.get(node, node[:SHORT])
     agent = _agent(board, node)
     row = {
         "proxy": proxy,
@@ -89,8 +99,12 @@ def _row(proxy: str, board: Board, node: str, container: str, want: str) -> dict
     return row
 
 
-def task_rows(result: PassResult, board: Board) -> list[dict[str, Any]]:
-    """One row per running container of every signal-mode proxy, on every node."""
+def task_rows(
+    result: PassResult, board: Board, names: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """One row per running container of every signal-mode proxy, on every node (``names``:
+    node id -> hostname, for nodes no agent reports from)."""
+    names = names or {}
     where = {c.id: r.node for r in board.reports.values() for c in r.containers}
     rows = []
     for desired in result.desired.proxies:
@@ -101,11 +115,12 @@ def task_rows(result: PassResult, board: Board) -> list[dict[str, Any]]:
         want = rendered.digest if rendered else ""
         if proxy.container_id:  # a plain container: only an agent's report knows of it
             node = where.get(proxy.container_id, "")
-            rows.append(_row(proxy.name, board, node, proxy.container_id, want))
+            rows.append(_row(proxy.name, board, node, proxy.container_id, want, names))
             continue
         for task in result.snapshot.tasks:
             if task.service_id == proxy.service_id and task.serving:
-                rows.append(_row(proxy.name, board, task.node_id, task.container_id, want))
+                row = _row(proxy.name, board, task.node_id, task.container_id, want, names)
+                rows.append(row)
     return sorted(rows, key=lambda r: (r["proxy"], r["node"], r["container"]))
 
 

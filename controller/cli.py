@@ -137,7 +137,8 @@ def cmd_status(controller: app.Controller, as_json: bool, agents: str = "") -> i
         rows, report.route_rows(result), report.rejected_rows(result), as_json
     )
     if controller.board is not None:
-        tasks = agentstatus.task_rows(result, controller.board)
+        names = agentstatus.node_names(controller.api)
+        tasks = agentstatus.task_rows(result, controller.board, names)
         text = agentstatus.with_tasks(text, tasks, agents, as_json)
     print(text)
     return 0

@@ -7,18 +7,31 @@
 #                                and the demo app, and print the curl line that shows routing.
 #   bash scripts/up.sh --local   always the local test-bed Swarm.
 # Environment: STACK_NAME (interlock), HTTP_PORT and HTTPS_PORT (80 and 443 on a real Swarm, 8000
-# and 8443 locally), and every
+# and 8443 locally), AGENT_TOKEN_SECRET (<stack>-agent-token: the secret the controller and its
+# agents share, made here with a random token unless it exists), and every
 # variable stack.yml names (INTERLOCK_IMAGE, NGINX_IMAGE, INTERLOCK_MODE, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STACK=${STACK_NAME:-interlock}
 DOCKER=${DOCKER:-$(command -v /usr/bin/docker || command -v docker || echo docker)}
 
+export AGENT_TOKEN_SECRET=${AGENT_TOKEN_SECRET:-$STACK-agent-token}
+
 manager_present() {
   [ "$("$DOCKER" info --format '{{.Swarm.ControlAvailable}}' 2>/dev/null)" = "true" ]
 }
 
+# The token the controller and its agents share: random, made once, kept in a Docker secret.
+ensure_agent_token() {
+  if ! "$DOCKER" secret inspect "$AGENT_TOKEN_SECRET" >/dev/null 2>&1; then
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' \
+      | "$DOCKER" secret create "$AGENT_TOKEN_SECRET" - >/dev/null
+    echo "created Docker secret $AGENT_TOKEN_SECRET (the agents' token)"
+  fi
+}
+
 if [ "${1:-}" != "--local" ] && command -v "$DOCKER" >/dev/null && manager_present; then
+  ensure_agent_token
   "$DOCKER" stack deploy -c stack.yml "$STACK"
   echo "Deployed stack $STACK. Route a service: join it to network ${PROXY_NETWORK:-interlock-proxy}"
   echo "and label it (deploy.labels) interlock.hostname / interlock.domain / interlock.port."
@@ -41,8 +54,7 @@ BASE=$INTERLOCK_BED_PYTHON_IMAGE IMAGE=$INTERLOCK_IMAGE PYTHON=.venv/bin/python 
   DOCKER="$DOCKER" bash scripts/build-image.sh
 export NGINX_IMAGE=$INTERLOCK_BED_NGINX_IMAGE DEMO_IMAGE=$INTERLOCK_BED_BACKEND_IMAGE DEMO_PORT=8080
 export DOCKER_SOCKET=${DOCKER_HOST#unix://} HTTP_PORT=${HTTP_PORT:-8000} HTTPS_PORT=${HTTPS_PORT:-8443}
-# One node: the controller reaches every proxy task, so it reloads them in place (no lost request).
-export INTERLOCK_MODE=${INTERLOCK_MODE:-signal}
+ensure_agent_token
 "$DOCKER" stack deploy --resolve-image never -c stack.yml "$STACK"
 "$DOCKER" stack deploy --resolve-image never -c manifests/demo.yml "$STACK-demo"
 

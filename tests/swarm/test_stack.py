@@ -75,16 +75,20 @@ def test_up_deploys_the_stack_and_the_demo_app_and_routes(swarm, bed):
             code = "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9100/metrics').read().decode())"
             return container.exec_run(["python3", "-c", code]).output.decode()
 
+        def scraped(text: str) -> bool:
+            return any(
+                line.startswith("interlock_proxy_scrape_up{") and line.endswith(" 1.0")
+                for line in text.splitlines()
+            )
+
+        # The first scrape may come before the node's agent has given the proxy its config
+        # (and its status listener): wait for one that worked (every 15 s).
         text = wait_until(
-            lambda: (m := metrics()) and "interlock_proxy_scrape_up{" in m and m,
+            lambda: (m := metrics()) and scraped(m) and m,
             60,
             message="the controller scraped its proxy",
         )
         assert 'interlock_reconcile_passes_total{outcome="converged"}' in text
-        assert any(
-            line.startswith("interlock_proxy_scrape_up{") and line.endswith(" 1.0")
-            for line in text.splitlines()
-        ), text
         wait_until(
             lambda: (
                 (container.reload() or container.attrs["State"]["Health"]["Status"]) == "healthy"
