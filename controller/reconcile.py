@@ -86,14 +86,19 @@ class Reconciler:
         prefix = self.settings.label_prefix
         rendered, refused, deployable = {}, {}, {}
         proxies, problems = [], list(desired.problems)
+        # A signal-mode proxy is checked in its own container as it is pushed: a separate check
+        # (and the search for the services it refuses) only after that check refused a push.
+        refused_in_place = _refused_in_place(self.last)
         for one in desired.proxies:
 
             def target(text: Rendered, one: DesiredProxy = one) -> planning.Deployable:
                 return planning.Deployable(one.proxy, text, planning.secret_mounts(one))
 
-            def needs_check(text: Rendered, target=target) -> bool:
+            def needs_check(text: Rendered, target=target, one: DesiredProxy = one) -> bool:
                 if checks != Checks.CHANGED:
                     return checks == Checks.ALL
+                if one.proxy.mode == "signal" and one.proxy.name not in refused_in_place:
+                    return False  # checked in the proxy's own container before the swap
                 return not planning.is_current(snapshot, prefix, target(text), served)
 
             verified = self.verifier.verify(one, needs_check)
@@ -168,6 +173,17 @@ def _signal_problems(snapshot: Snapshot, prefix: str, proxies: list[Proxy]) -> l
     for proxy in proxies:
         found += planning.signal_problems(snapshot, prefix, proxy, owned)
     return found
+
+
+def _refused_in_place(previous: PassResult | None) -> set[str]:
+    """Proxies whose binary refused an in-place push in the last pass."""
+    if previous is None:
+        return set()
+    return {
+        o.action.proxy
+        for o in previous.outcomes
+        if not o.ok and isinstance(o.action, planning.PushConfig) and "refused" in o.error
+    }
 
 
 def _owner_changes(result: PassResult, previous: PassResult | None) -> list[tuple]:

@@ -28,10 +28,11 @@ def converge(lab, proxies, timeout: float = 120.0) -> PassResult:
 
     def settled() -> PassResult | None:
         result = lab.controller.reconciler.run_pass()
-        assert not result.errors, result.errors
         for proxy in proxies:
             lab.swarm.wait_updated(proxy, timeout=timeout)
-        return result if not result.actions else None
+        # A push a signal-mode proxy refuses in its container is an error of that pass; the
+        # next pass finds the services responsible and leaves them out.
+        return result if not result.actions and not result.errors else None
 
     return wait_until(settled, timeout, 0.2, "a pass with nothing to do")
 
