@@ -1,0 +1,465 @@
+"""Agents on a 3-node Swarm: every proxy task on every node reloaded in place, under load.
+
+The controller and its agents run as services on the nodes (the image built from this checkout,
+see ``agentbed``), with a global nginx and a global HAProxy proxy in signal mode side by side,
+so each scenario runs once for both kinds. Load is wrk through every node's published port of
+both proxies at once (6 ports, all on 127.0.0.1), keep-alive, no retries: each lost request
+counts. The module holds the nodes alone (a drain moves every test's tasks) and deploys once;
+each test makes its own backends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from tests.bed.clusterharness import ClusterTest, nodes_lock
+from tests.bed.harness import put_file
+from tests.bed.probes import http_get, wait_until
+from tests.swarm.agentbed import KINDS, AgentEdge, controller_image, versioned_update_config
+from tests.swarm.load import Load, LoadResult, report
+
+HOST = "steady.example.com"
+MIN_REQUESTS = 200  # per port: far below what a working run sends; a dead proxy sends ~0
+ALL = (1, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def edge(cluster) -> Iterator[AgentEdge]:
+    """Controller, agents and both proxies on the nodes, with one routed backend everywhere.
+
+    Deployed in the order that shows "no agent": proxies and controller first (the controller
+    never writes into a container in agent mode), then the agents."""
+    image = controller_image(cluster)
+    with nodes_lock(cluster, exclusive=True):
+        swarm = ClusterTest(cluster)
+        e = AgentEdge(swarm, image)
+        try:
+            for kind in KINDS:
+                e.deploy_proxy(kind)
+            e.deploy_controller()
+            e.app("steady", HOST)
+            e.before_agents = wait_until(lambda: _rows_without_agent(e), 30, 0.5, "no agent")
+            started = time.monotonic()
+            e.deploy_agents()
+            took = e.wait_everywhere(HOST, "task=", timeout=60)
+            e.first_sync = time.monotonic() - started
+            print(f"agents deployed; {HOST} routed on every node {took:.1f}s after")
+            yield e
+        except BaseException:
+            print(f"--- controller ---\n{e.logs(e.controller)[-5000:]}")
+            print(f"--- agents ---\n{e.logs(e.agents)[-5000:]}")
+            raise
+        finally:
+            swarm.cleanup()
+
+
+def _rows_without_agent(e: AgentEdge) -> list[dict] | None:
+    rows = e.task_rows()
+    return rows if len(rows) == 6 and all(r["agent"] == "no agent" for r in rows) else None
+
+
+@pytest.fixture
+def logs_on_failure(edge, request) -> Iterator[None]:
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed > failed:
+        print(f"--- controller ---\n{edge.logs(edge.controller)[-6000:]}")
+        print(f"--- agents ---\n{edge.logs(edge.agents)[-6000:]}")
+
+
+class Loads:
+    """wrk through every proxy's port on ``nodes`` at once, until ``stop()``."""
+
+    def __init__(self, e: AgentEdge, host: str, nodes=ALL, seconds: int = 110) -> None:
+        self.edge, self.ports = e, e.ports(nodes)
+        self.loads = [Load(port, host, seconds=seconds, connections=2) for _, _, port in self.ports]
+
+    def __enter__(self) -> Loads:
+        self.started = int(time.time()) - 1
+        for load in self.loads:
+            load.__enter__()
+        return self
+
+    def stop(self) -> list[LoadResult]:
+        for load in self.loads:
+            if load.process.poll() is None:
+                os.kill(load.process.pid, signal.SIGINT)
+        return [load.wait() for load in self.loads]
+
+    def __exit__(self, *exc: object) -> None:
+        if any(load.result is None for load in self.loads):
+            self.stop()
+
+    def check(self, name: str) -> None:
+        """Every port carried load and lost nothing; the counts go to the run's summary."""
+        total = Counter()
+        for (kind, node, _), load in zip(self.ports, self.loads, strict=True):
+            result = load.result
+            assert result is not None
+            report(f"agents, {name}: {kind} via node{node}", result)
+            total["requests"] += result.requests
+            total["failed"] += result.failed
+        print(f"{name}: {dict(total)} over {len(self.loads)} ports")
+        for (kind, node, _), load in zip(self.ports, self.loads, strict=True):
+            result = load.result
+            assert result.requests >= MIN_REQUESTS, (kind, node, result.summary())
+            if result.failed:
+                print(f"{kind} on node{node}, answers other than 200 in its access log:")
+                print(self.edge.proxy_log(kind, node, self.started, exclude='"status":200'))
+            assert result.failed == 0, (kind, node, result.summary(), result.output)
+
+
+def relabel(e: AgentEdge, service, host: str) -> None:
+    def mutate(spec: dict) -> None:
+        spec["Labels"][e.label("hostname")] = host
+
+    e.swarm.update_service(service, mutate)
+
+
+def nodes_of(e: AgentEdge, port: int, host: str, requests: int = 12) -> set[str]:
+    """Which nodes' backend tasks answered ``host`` through ``port``."""
+    seen = set()
+    for _ in range(requests):
+        status, body = http_get(port, host)
+        assert status == 200, (port, host, status, body)
+        seen.add(body.split()[0].rpartition("@")[2])
+    return seen
+
+
+def proxy_ids(e: AgentEdge) -> dict[tuple[str, str], str]:
+    return {(k, n): c for k in KINDS for n, c in e.proxy_containers(k).items()}
+
+
+# -- convergence and status -------------------------------------------------------------------
+
+
+def test_status_shows_no_agent_then_every_task_in_sync_with_its_report_age(edge, logs_on_failure):
+    """Before any agent ran, every proxy task shows "no agent" (the controller wrote nothing
+    into them); with agents, every task on every node serves the desired config, and the
+    metrics count it per node."""
+    before = edge.before_agents
+    print(f"before the agents: {[(r['proxy'], r['node'], r['served']) for r in before]}")
+    assert {r["served"] for r in before} == {"no agent"}
+    rows = wait_until(
+        lambda: (r := edge.task_rows()) and all(x["in_sync"] == "yes" for x in r) and r,
+        30,
+        0.5,
+        "every task in sync",
+    )
+    for row in rows:
+        print(row)
+    kinds = Counter(r["proxy"].rpartition("-")[0].rpartition("-")[2] for r in rows)
+    assert kinds == {"nginx": 3, "haproxy": 3}, rows
+    assert {r["node"] for r in rows} == {"node1", "node2", "node3"}
+    assert all(r["served"] == r["desired"] and "old" in r["agent"] for r in rows), rows
+    print(
+        f"first sync of 6 proxy tasks on 3 nodes after the agents started: {edge.first_sync:.1f}s"
+    )
+    code = (
+        "import urllib.request;print(urllib.request.urlopen("
+        "'http://127.0.0.1:9100/metrics').read().decode())"
+    )
+    text = edge.controller_container().exec_run(["python3", "-c", code]).output.decode()
+    for node in ("node1", "node2", "node3"):
+        assert f'interlock_agent_containers{{node="{node}",state="in_sync"}} 2.0' in text, node
+        assert f'interlock_agent_connected{{node="{node}"}} 1.0' in text, node
+
+
+# -- changes under load through every node ------------------------------------------------------
+
+
+def test_twenty_route_changes_under_load_on_every_node_lose_nothing(edge, logs_on_failure):
+    other = edge.app("other", "r0.example.com", replicas=1)
+    edge.wait_everywhere("r0.example.com", "-other.", timeout=30)
+    took = []
+    with Loads(edge, HOST) as loads:
+        for change in range(1, 21):
+            began = time.monotonic()
+            relabel(edge, other, f"r{change}.example.com")
+            edge.wait_everywhere(f"r{change}.example.com", "-other.", timeout=15)
+            took.append(time.monotonic() - began)
+            edge.wait_everywhere(f"r{change - 1}.example.com", status=404, timeout=5)
+        loads.stop()
+    took.sort()
+    print(f"change -> served by all 6 proxy tasks: p50 {took[9]:.2f}s, max {took[-1]:.2f}s")
+    loads.check("20 route changes")
+    other.remove()
+
+
+def test_rolling_update_of_a_backend_on_every_node_under_load_loses_nothing(edge, logs_on_failure):
+    app = edge.app("rolled", "rolled.example.com", update_config=versioned_update_config())
+    edge.wait_everywhere("rolled.example.com", "version=1", timeout=30)
+
+    def mutate(spec: dict) -> None:
+        env = spec["TaskTemplate"]["ContainerSpec"]["Env"]
+        spec["TaskTemplate"]["ContainerSpec"]["Env"] = [
+            "VERSION=2" if v.startswith("VERSION=") else v for v in env
+        ]
+
+    with Loads(edge, "rolled.example.com") as loads:
+        time.sleep(2)
+        edge.swarm.update_service(app, mutate)
+        edge.swarm.wait_updated(app, timeout=90)
+        for _ in range(3):  # several rounds through every port: version 1 is gone everywhere
+            edge.wait_everywhere("rolled.example.com", "version=2", timeout=20)
+        loads.stop()
+    loads.check("rolling update of a backend on 3 nodes")
+    app.remove()
+
+
+def test_scale_down_three_to_one_under_load_loses_nothing(edge, logs_on_failure):
+    app = edge.app("scaled", "scaled.example.com", replicas=3)
+    for _, _, port in edge.ports():
+        wait_until(
+            lambda p=port: len(nodes_of(edge, p, "scaled.example.com")) == 3,
+            30,
+            0.5,
+            f"3 tasks serve through {port}",
+        )
+
+    def mutate(spec: dict) -> None:
+        spec["Mode"] = {"Replicated": {"Replicas": 1}}
+
+    with Loads(edge, "scaled.example.com") as loads:
+        time.sleep(2)
+        edge.swarm.update_service(app, mutate)
+        edge.swarm.wait_running(app, replicas=1, timeout=60)
+        for _, _, each in edge.ports():
+            wait_until(
+                lambda p=each: len(nodes_of(edge, p, "scaled.example.com")) == 1,
+                20,
+                0.2,
+                f"one task serves through {each}",
+            )
+        time.sleep(3)  # past the stopped tasks' 2 s of grace before SIGTERM, under load
+        loads.stop()
+    loads.check("scale-down 3 -> 1")
+    app.remove()
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+def test_killed_controller_proxies_keep_serving_and_the_next_pass_converges_every_node(
+    edge, logs_on_failure
+):
+    """SIGKILL the controller under load and change a route while it is away: every proxy
+    keeps serving (0 failed), the agents retry, and once Swarm has restarted it the change
+    reaches every node; no proxy task restarts."""
+    moving = edge.app("moving", "before.example.com", replicas=1)
+    edge.wait_everywhere("before.example.com", "-moving.", timeout=30)
+    proxies = proxy_ids(edge)
+    with Loads(edge, HOST) as loads:
+        time.sleep(1)
+        killed = time.monotonic()
+        edge.controller_container().kill()
+        relabel(edge, moving, "after.example.com")
+        time.sleep(1)
+        assert edge.answers("before.example.com", "-moving."), "a proxy lost its config"
+        took = edge.wait_everywhere("after.example.com", "-moving.", timeout=60)
+        back = time.monotonic() - killed
+        loads.stop()
+    print(f"controller killed: the change made meanwhile served on every node {back:.1f}s later")
+    loads.check("controller killed")
+    assert took > 0
+    assert proxy_ids(edge) == proxies, "a proxy task was restarted"
+    assert "agent_retry" in edge.logs(edge.agents, tail=500), "the agents never retried"
+    moving.remove()
+
+
+def test_killed_agent_loses_nothing_and_its_node_converges_without_restarting_proxies(
+    edge, logs_on_failure
+):
+    """SIGKILL node 2's agent under load and change a route: node 2's proxies keep serving
+    (0 failed) what they served; the other nodes get the change at once; when Swarm restarts
+    the agent, node 2 converges, and no proxy task anywhere was restarted."""
+    moving = edge.app("wander", "one.example.com", replicas=1)
+    edge.wait_everywhere("one.example.com", "-wander.", timeout=30)
+    proxies = proxy_ids(edge)
+    (task,) = edge.swarm.tasks_by_node(edge.agents)["node2"]
+    container = edge.swarm.cluster.client(2).containers.get(
+        task["Status"]["ContainerStatus"]["ContainerID"]
+    )
+    with Loads(edge, HOST) as loads:
+        time.sleep(1)
+        container.kill()
+        killed = time.monotonic()
+        relabel(edge, moving, "two.example.com")
+        edge.wait_everywhere("two.example.com", "-wander.", timeout=15, nodes=(1, 3))
+        others = time.monotonic() - killed
+        stale = edge.answers("one.example.com", "-wander.", nodes=(2,))
+        edge.wait_everywhere("two.example.com", "-wander.", timeout=60, nodes=(2,))
+        node2 = time.monotonic() - killed
+        loads.stop()
+    print(
+        f"agent on node2 killed: nodes 1 and 3 served the change after {others:.1f}s; node 2, "
+        f"{'still on the old config then, ' if stale else ''}after {node2:.1f}s (agent back)"
+    )
+    loads.check("agent killed on node2")
+    assert proxy_ids(edge) == proxies, "a proxy task was restarted"
+    moving.remove()
+
+
+def test_a_proxy_task_restarted_on_a_worker_gets_the_current_config_within_one_round(
+    edge, logs_on_failure
+):
+    """Kill both proxies' containers on node 3: Swarm starts new tasks with the image's own
+    config, and node 3's agent hands each the current one as soon as it starts."""
+    client = edge.swarm.cluster.client(3)
+    old = {kind: edge.proxy_containers(kind)["node3"] for kind in KINDS}
+    for container in old.values():
+        client.containers.get(container).kill()
+
+    def new_containers() -> dict[str, str] | None:
+        found = {kind: edge.proxy_containers(kind).get("node3") for kind in KINDS}
+        return found if all(found[k] and found[k] != old[k] for k in KINDS) else None
+
+    new = wait_until(new_containers, 60, 0.1, "new proxy tasks on node3")
+    routed = {}
+    for kind, container in new.items():
+        started = client.api.inspect_container(container)["State"]["StartedAt"]
+        port = edge.slots[kind].host_ports[3]
+        began = time.monotonic()
+        wait_until(
+            lambda p=port: http_get(p, HOST, timeout=2)[1].startswith("task="),
+            15,
+            0.05,
+            f"{kind} on node3 routes {HOST}",
+        )
+        routed[kind] = time.monotonic() - began
+        print(
+            f"{kind}: new task on node3 (started {started}) routed {routed[kind]:.2f}s after seen"
+        )
+    assert all(seconds < 5 for seconds in routed.values()), routed
+    edge.wait_everywhere(HOST, "task=", timeout=10)
+
+
+def _refuse_on_node2(edge: AgentEdge) -> dict[str, str]:
+    """Make node 2's proxies refuse the next config, each in its own words. nginx really: the
+    user it runs workers as when the config names none (nobody) is gone from the container's
+    /etc/passwd, so ``nginx -t`` fails on getpwnam. HAProxy as a 2.4 build would: a stand-in
+    for its binary that does not know ``option idle-close-on-response`` (new in 2.6); anything
+    but a check runs the real binary."""
+    client = edge.swarm.cluster.client(2)
+    ids = {kind: edge.proxy_containers(kind)["node2"] for kind in KINDS}
+    nginx = client.containers.get(ids["nginx"])
+    assert nginx.exec_run(["sh", "-c", "cp /etc/passwd /etc/passwd.keep && "
+                           "sed -i '/^nobody:/d' /etc/passwd"]).exit_code == 0  # fmt: skip
+    haproxy = client.containers.get(ids["haproxy"])
+    stand_in = (
+        "#!/bin/sh\n"
+        'if [ "$1" = -c ] && n=$(grep -n idle-close-on-response "$3" | head -1 | cut -d: -f1)'
+        ' && [ -n "$n" ]; then\n'
+        '  echo "[ALERT]    (1) : config : parsing [$3:$n] : unknown option '
+        "'idle-close-on-response'.\" >&2\n"
+        '  echo "[ALERT]    (1) : config : Error(s) found in configuration file : $3" >&2\n'
+        '  exit 1\nfi\nexec /usr/sbin/haproxy.real "$@"\n'
+    )
+    put_file(haproxy, "/usr/sbin/haproxy.stand-in", stand_in, mode=0o755)
+    moved = haproxy.exec_run(
+        [
+            "sh",
+            "-c",
+            "mv /usr/sbin/haproxy /usr/sbin/haproxy.real && "
+            "mv /usr/sbin/haproxy.stand-in /usr/sbin/haproxy",
+        ]
+    )
+    assert moved.exit_code == 0, moved.output
+    return ids
+
+
+def _restore_node2(edge: AgentEdge, ids: dict[str, str]) -> None:
+    client = edge.swarm.cluster.client(2)
+    client.containers.get(ids["nginx"]).exec_run(["mv", "/etc/passwd.keep", "/etc/passwd"])
+    client.containers.get(ids["haproxy"]).exec_run(
+        ["mv", "-f", "/usr/sbin/haproxy.real", "/usr/sbin/haproxy"]
+    )
+
+
+def _pids(edge: AgentEdge, container: str) -> set[str]:
+    top = edge.swarm.cluster.client(2).api.top(container, ps_args="-o pid")
+    return {row[0] for row in top["Processes"]}
+
+
+def test_a_config_one_node_refuses_is_never_signalled_there_and_holds_back_no_other(
+    edge, logs_on_failure
+):
+    """Node 2's proxies refuse the next config: they are not signalled (no new worker) and keep
+    serving the old one; status says so per task in the proxy's own words; nodes 1 and 3 serve
+    the change. Once node 2's proxies accept again, the next change reaches them too."""
+    app = edge.app("picky", "a.example.com", replicas=1)
+    edge.wait_everywhere("a.example.com", "-picky.", timeout=30)
+    ids = _refuse_on_node2(edge)
+    try:
+        before = {kind: _pids(edge, c) for kind, c in ids.items()}
+        with Loads(edge, HOST) as loads:
+            relabel(edge, app, "b.example.com")
+            edge.wait_everywhere("b.example.com", "-picky.", timeout=15, nodes=(1, 3))
+
+            def refused() -> list[dict] | None:
+                rows = [r for r in edge.task_rows() if r["node"] == "node2"]
+                return rows if all(r["in_sync"] == "refused" for r in rows) else None
+
+            rows = wait_until(refused, 20, 0.5, "node 2's tasks refused in status")
+            assert edge.answers("a.example.com", "-picky.", nodes=(2,)), "node 2 lost its config"
+            assert edge.answers("b.example.com", status=404, nodes=(2,))
+            loads.stop()
+        loads.check("a config refused on node2")
+        for row in rows:
+            print(f"status: {row['proxy']} on {row['node']}: {row['error']}")
+        words = {r["proxy"].rpartition("-")[0].rpartition("-")[2]: r["error"] for r in rows}
+        assert 'getpwnam("nobody") failed' in words["nginx"], words
+        assert "unknown option 'idle-close-on-response'" in words["haproxy"], words
+        for kind, container in ids.items():
+            assert _pids(edge, container) <= before[kind], f"{kind} on node 2 was signalled"
+        others = [r for r in edge.task_rows() if r["node"] != "node2"]
+        assert all(r["in_sync"] == "yes" for r in others), others
+    finally:
+        _restore_node2(edge, ids)
+    relabel(edge, app, "c.example.com")
+    took = edge.wait_everywhere("c.example.com", "-picky.", timeout=20)
+    print(f"after node 2's proxies accept again, the next change served everywhere in {took:.1f}s")
+    app.remove()
+
+
+# -- a drain (last: it moves every global task on node 3) ---------------------------------------
+
+
+def test_draining_a_node_with_backend_tasks_under_load_loses_nothing(edge, logs_on_failure):
+    """Drain node 3 under load through nodes 1 and 2 (Swarm stops node 3's own proxy tasks: a
+    drained node serves nothing): its backend task leaves every proxy's pool before it stops;
+    0 failed. Then node 3 comes back, and its new proxy tasks get the current config."""
+    app = edge.app("drained", "drained.example.com")
+    for _, _, port in edge.ports((1, 2)):
+        wait_until(
+            lambda p=port: nodes_of(edge, p, "drained.example.com") == {"node1", "node2", "node3"},
+            20,
+            0.5,
+            f"all three tasks serve through {port}",
+        )
+    try:
+        with Loads(edge, "drained.example.com", nodes=(1, 2)) as loads:
+            time.sleep(2)
+            edge.swarm.set_availability(3, "drain")
+            edge.swarm.expected[app.id] = 2
+            edge.swarm.wait_running(app, timeout=60)
+            wait_until(
+                lambda: not edge.swarm.containers_on(3, all_states=False), 60, 0.5, "node3 empty"
+            )
+            for _, _, port in edge.ports((1, 2)):
+                assert nodes_of(edge, port, "drained.example.com") == {"node1", "node2"}
+            loads.stop()
+        loads.check("drain of node3")
+    finally:
+        edge.swarm.set_availability(3, "active")
+    for service in (*edge.proxies.values(), edge.agents, app):
+        edge.swarm.expected[service.id] = 3
+        edge.swarm.wait_running(service, timeout=90)
+    took = edge.wait_everywhere("drained.example.com", "task=", timeout=60)
+    print(f"node 3 active again: its new proxy tasks routed within {took:.1f}s")
