@@ -185,7 +185,9 @@ class ClusterTest(SwarmTest):
     def containers_on(self, i: int, all_states: bool = True) -> list[Any]:
         """This test's containers on node i's own engine."""
         client = self.cluster.client(i)
-        found = client.containers.list(all=all_states, filters={"label": f"{TEST_LABEL}={self.id}"})
+        found = client.containers.list(
+            all=all_states, filters={"label": f"{TEST_LABEL}={self.id}"}, ignore_removed=True
+        )  # ignore_removed: Swarm removes task containers between docker-py's list and inspect
         return list(found)
 
     # -- node availability -----------------------------------------------------------------

@@ -251,7 +251,9 @@ class SwarmTest:
         "networks"): those labelled with its id, and those named with its prefix (which catches
         objects that code under test created from the test's names without the label)."""
         collection = getattr(self.client, kind)
-        extra = {"all": True} if kind == "containers" else {}
+        # ignore_removed: docker-py lists ids, then inspects each; a task container that Swarm
+        # removes in between would otherwise raise NotFound.
+        extra = {"all": True, "ignore_removed": True} if kind == "containers" else {}
         found = {
             o.id: o for o in collection.list(filters={"label": f"{TEST_LABEL}={self.id}"}, **extra)
         }
@@ -381,7 +383,9 @@ def leftover_test_ids(client: docker.DockerClient, older_than: float) -> list[st
     newest: dict[str, float] = {}
     for kind in ("services", "containers", "configs", "secrets", "networks"):
         collection = getattr(client, kind)
-        extra = {"all": True} if kind == "containers" else {}
+        # ignore_removed: docker-py lists ids, then inspects each; a task container that Swarm
+        # removes in between would otherwise raise NotFound.
+        extra = {"all": True, "ignore_removed": True} if kind == "containers" else {}
         for obj in collection.list(**extra):
             test_id = _test_id_of(obj)
             if test_id:
