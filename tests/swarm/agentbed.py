@@ -20,9 +20,11 @@ import hashlib
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,12 +38,15 @@ from docker.types import EndpointSpec, RestartPolicy, SecretReference, UpdateCon
 from tests.bed.cluster import Cluster, locked
 from tests.bed.clusterharness import ClusterTest, Slot
 from tests.bed.probes import http_get, wait_until
+from tests.swarm.load import Load, LoadResult, report
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("nginx", "haproxy")
 AGENT_PORT = 9180
 TOKEN_FILE = "interlock-agent-token"
 APP_PORT = "8080"
+MIN_REQUESTS = 200  # per port under load: far below what a working run sends; a dead proxy ~0
+ALL = (1, 2, 3)
 SOURCES = ("controller", "templates", "image", "pyproject.toml", "Dockerfile")
 IMAGE_REPO = "interlock-bed/controller"
 
@@ -201,12 +206,14 @@ class AgentEdge:
         )
         return self.agents
 
-    def deploy_proxy(self, kind: str, nodes: Iterable[int] | None = None) -> Service:
-        """A global proxy of ``kind`` on its own slot, in signal mode; its containers carry the
-        proxy label, which is what lets an agent touch them."""
+    def deploy_proxy(
+        self, kind: str, nodes: Iterable[int] | None = None, mode: str = "signal"
+    ) -> Service:
+        """A global proxy of ``kind`` on its own slot (signal mode unless told); its containers
+        carry the proxy label, which is what lets an agent touch them."""
         image = self.swarm.images.nginx if kind == "nginx" else self.swarm.images.haproxy
         self.slots[kind] = self.swarm.slot()
-        labels = {self.label("ext.name"): kind, self.label("ext.mode"): "signal"}
+        labels = {self.label("ext.name"): kind, self.label("ext.mode"): mode}
         self.proxies[kind] = self.swarm.global_service(
             f"{kind}-proxy",
             image,
@@ -320,6 +327,57 @@ class AgentEdge:
             )
             return b"".join(chunks).decode(errors="replace")
         return ""
+
+
+class Loads:
+    """wrk through every proxy's port on ``nodes`` at once, until ``stop()``."""
+
+    def __init__(self, e: AgentEdge, host: str, nodes=ALL, seconds: int = 110) -> None:
+        self.edge, self.ports = e, e.ports(nodes)
+        self.loads = [Load(port, host, seconds=seconds, connections=2) for _, _, port in self.ports]
+
+    def __enter__(self) -> Loads:
+        self.started = int(time.time()) - 1
+        for load in self.loads:
+            load.__enter__()
+        return self
+
+    def stop(self) -> list[LoadResult]:
+        for load in self.loads:
+            if load.process.poll() is None:
+                os.kill(load.process.pid, signal.SIGINT)
+        return [load.wait() for load in self.loads]
+
+    def __exit__(self, *exc: object) -> None:
+        if any(load.result is None for load in self.loads):
+            self.stop()
+
+    def check(self, name: str) -> None:
+        """Every port carried load and lost nothing; the counts go to the run's summary."""
+        total: Counter = Counter()
+        for (kind, node, _), load in zip(self.ports, self.loads, strict=True):
+            result = load.result
+            assert result is not None
+            report(f"agents, {name}: {kind} via node{node}", result)
+            total["requests"] += result.requests
+            total["failed"] += result.failed
+        print(f"{name}: {dict(total)} over {len(self.loads)} ports")
+        for (kind, node, _), load in zip(self.ports, self.loads, strict=True):
+            result = load.result
+            assert result.requests >= MIN_REQUESTS, (kind, node, result.summary())
+            if result.failed:
+                print(f"{kind} on node{node}, answers other than 200 in its access log:")
+                print(self.edge.proxy_log(kind, node, self.started, exclude='"status":200'))
+            assert result.failed == 0, (kind, node, result.summary(), result.output)
+
+
+def relabel(e: AgentEdge, service: Service, host: str) -> None:
+    """Move a routed service to another host name."""
+
+    def mutate(spec: dict) -> None:
+        spec["Labels"][e.label("hostname")] = host
+
+    e.swarm.update_service(service, mutate)
 
 
 def versioned_update_config() -> UpdateConfig:

@@ -10,8 +10,6 @@ each test makes its own backends.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,12 +19,16 @@ import pytest
 from tests.bed.clusterharness import ClusterTest, nodes_lock
 from tests.bed.harness import put_file
 from tests.bed.probes import http_get, wait_until
-from tests.swarm.agentbed import KINDS, AgentEdge, controller_image, versioned_update_config
-from tests.swarm.load import Load, LoadResult, report
+from tests.swarm.agentbed import (
+    KINDS,
+    AgentEdge,
+    Loads,
+    controller_image,
+    relabel,
+    versioned_update_config,
+)
 
 HOST = "steady.example.com"
-MIN_REQUESTS = 200  # per port: far below what a working run sends; a dead proxy sends ~0
-ALL = (1, 2, 3)
 
 
 @pytest.fixture(scope="module")
@@ -71,55 +73,6 @@ def logs_on_failure(edge, request) -> Iterator[None]:
     if request.session.testsfailed > failed:
         print(f"--- controller ---\n{edge.logs(edge.controller)[-6000:]}")
         print(f"--- agents ---\n{edge.logs(edge.agents)[-6000:]}")
-
-
-class Loads:
-    """wrk through every proxy's port on ``nodes`` at once, until ``stop()``."""
-
-    def __init__(self, e: AgentEdge, host: str, nodes=ALL, seconds: int = 110) -> None:
-        self.edge, self.ports = e, e.ports(nodes)
-        self.loads = [Load(port, host, seconds=seconds, connections=2) for _, _, port in self.ports]
-
-    def __enter__(self) -> Loads:
-        self.started = int(time.time()) - 1
-        for load in self.loads:
-            load.__enter__()
-        return self
-
-    def stop(self) -> list[LoadResult]:
-        for load in self.loads:
-            if load.process.poll() is None:
-                os.kill(load.process.pid, signal.SIGINT)
-        return [load.wait() for load in self.loads]
-
-    def __exit__(self, *exc: object) -> None:
-        if any(load.result is None for load in self.loads):
-            self.stop()
-
-    def check(self, name: str) -> None:
-        """Every port carried load and lost nothing; the counts go to the run's summary."""
-        total = Counter()
-        for (kind, node, _), load in zip(self.ports, self.loads, strict=True):
-            result = load.result
-            assert result is not None
-            report(f"agents, {name}: {kind} via node{node}", result)
-            total["requests"] += result.requests
-            total["failed"] += result.failed
-        print(f"{name}: {dict(total)} over {len(self.loads)} ports")
-        for (kind, node, _), load in zip(self.ports, self.loads, strict=True):
-            result = load.result
-            assert result.requests >= MIN_REQUESTS, (kind, node, result.summary())
-            if result.failed:
-                print(f"{kind} on node{node}, answers other than 200 in its access log:")
-                print(self.edge.proxy_log(kind, node, self.started, exclude='"status":200'))
-            assert result.failed == 0, (kind, node, result.summary(), result.output)
-
-
-def relabel(e: AgentEdge, service, host: str) -> None:
-    def mutate(spec: dict) -> None:
-        spec["Labels"][e.label("hostname")] = host
-
-    e.swarm.update_service(service, mutate)
 
 
 def nodes_of(e: AgentEdge, port: int, host: str, requests: int = 12) -> set[str]:
