@@ -37,6 +37,10 @@ class InPlace:
 
     api: Gateway
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.api, Gateway):  # an engine client given as it is: wrap it once
+            self.api = Gateway(self.api)
+
     def served(self, container: str, path: str) -> str:
         """The digest the container serves, from the file beside its config ("" if none)."""
         return (self.api.read_file(container, path + DIGEST_SUFFIX) or "").strip()

@@ -164,7 +164,7 @@ def test_a_config_refused_in_the_container_is_never_signalled(kind, swarm, bed, 
     (task,) = swarm.tasks(proxy)
     container = task["Status"]["ContainerStatus"]["ContainerID"]
     before = pids(swarm, container)
-    pusher = SignalPusher(swarm.client.api)
+    pusher = SignalPusher(Gateway(swarm.client.api))
     path = "/etc/nginx/nginx.conf" if kind == "nginx" else "/usr/local/etc/haproxy/haproxy.cfg"
     broken = PushConfig(proxy.name, kind, container, path, "this is { not a config\n", "f" * 64)
     with pytest.raises(CheckFailed) as refused:
