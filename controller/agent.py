@@ -53,6 +53,8 @@ _DIGEST = re.compile(r"[0-9a-f]{64}", re.ASCII)
 MAX_TEXT = 16 * 1024 * 1024
 RETRY_MAX = 5.0  # seconds between attempts while the controller cannot be reached
 MAX_PARALLEL = 8  # containers reloaded at once
+TASK_LABEL = "com.docker.swarm.task.id"  # on the containers of Swarm tasks
+HINT_EVERY = 0.1  # seconds between two hints to the controller
 
 
 class Unauthorised(RuntimeError):
@@ -128,6 +130,7 @@ class Agent:
     errors: dict[str, tuple[str, str]] = field(default_factory=dict)  # container -> refusal
     stop: threading.Event = field(default_factory=threading.Event)
     changed: threading.Event = field(default_factory=threading.Event)
+    hinted: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.words = Vocabulary(self.settings.label_prefix)
@@ -269,19 +272,22 @@ class Agent:
     # -- the loop --------------------------------------------------------------------------
 
     def watch(self) -> None:
-        """Interrupt the held request whenever a local proxy container starts or stops."""
+        """Interrupt the held request whenever a local proxy container starts or stops, and
+        hint the controller when a task container does (Swarm sends no task events: without
+        the hint it sees a new task at its next pass)."""
         delay = wait_exponential_jitter(initial=0.5, max=RETRY_MAX)
         attempt = 0
+        proxy_label = self.words.key("ext.name")
+        filters = {"type": "container", "event": ["start", "die"]}
         while not self.stop.is_set():
             try:
-                filters = {
-                    "type": "container",
-                    "event": ["start", "die"],
-                    "label": [self.words.key("ext.name")],
-                }
-                for _ in self.api.events(decode=True, filters=filters):
+                for message in self.api.events(decode=True, filters=filters):
                     attempt = 0
-                    self.interrupt()
+                    labels = (message.get("Actor") or {}).get("Attributes") or {}
+                    if proxy_label in labels:
+                        self.interrupt()
+                    elif TASK_LABEL in labels:
+                        self.hinted.set()
                     if self.stop.is_set():
                         return
             except Exception as error:
@@ -290,8 +296,26 @@ class Agent:
             self.stop.wait(_delay(delay, attempt))
             self.interrupt()  # something may have changed while nobody listened
 
+    def hint(self) -> None:
+        """Tell the controller a task started or stopped here (``POST /v1/wake``), at most
+        every ``HINT_EVERY`` seconds; a lost hint costs only time (the next pass sees it)."""
+        while not self.stop.is_set():
+            if not self.hinted.wait(1.0):
+                continue
+            self.hinted.clear()
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=2.0)
+            try:
+                conn.request("POST", "/v1/wake", b"{}", {"Authorization": f"Bearer {self.token}"})
+                conn.getresponse().read()
+            except (OSError, http.client.HTTPException):
+                pass
+            finally:
+                conn.close()
+            self.stop.wait(HINT_EVERY)
+
     def run(self) -> None:
         threading.Thread(target=self.watch, name="agent-events", daemon=True).start()
+        threading.Thread(target=self.hint, name="agent-hints", daemon=True).start()
         event(log, "agent_started", node=self.node, hostname=self.hostname, controller=self.host)
         delay = wait_exponential_jitter(initial=0.5, max=RETRY_MAX)
         failures, reread = 0, False

@@ -4,6 +4,8 @@ agent`` on every node, and a read-only status for ``interlock status``.
     POST /v1/sync    an agent's report (see ``board.parse_report``) with ``wait`` seconds; the
                      answer, at once when the node's wanted configs differ from what it serves,
                      else when they come to differ or ``wait`` passes: ``{"configs": [...]}``
+    POST /v1/wake    a hint from an agent: a task container started or stopped on its node
+                     (Swarm sends no task events), so a pass now finds it at once
     GET  /v1/status  every node's last report, and what the controller wants of each container
 
 Every request carries ``Authorization: Bearer <token>``, the token read from
@@ -141,6 +143,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         if not self._allowed():
+            return
+        if self.path.split("?", 1)[0] == "/v1/wake":
+            self.server.board.on_change()  # a hint: the next pass lists everything anyway
+            self._answer(200, {}, "wake")
             return
         if self.path.split("?", 1)[0] != "/v1/sync":
             self._answer(404, {"error": "try POST /v1/sync or GET /v1/status"}, "not_found")
@@ -289,8 +295,8 @@ class AgentCollector:
                 containers.add_metric([name, state], states.get(state, 0))
         requests = CounterMetricFamily(
             "interlock_agent_requests",
-            "Requests to the agents' API by result: sync, status, unauthorised, bad_request, "
-            "not_found, busy (over INTERLOCK_AGENT_MAX_CONNECTIONS).",
+            "Requests to the agents' API by result: sync, wake, status, unauthorised, "
+            "bad_request, not_found, busy (over INTERLOCK_AGENT_MAX_CONNECTIONS).",
             labels=["result"],
         )
         for result, count in sorted(self.stats().items()):

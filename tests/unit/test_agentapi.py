@@ -247,3 +247,13 @@ def test_the_agent_is_refused_with_a_wrong_token(api):
     agent = Agent(NoEngine(), settings.model_copy(update={"agent_url": url}), "x" * 20)
     with pytest.raises(RuntimeError, match="refused the token"):
         agent.sync(report())
+
+
+def test_a_wake_hint_wakes_the_loop(api):
+    agents, board, _ = api
+    woken: list = []
+    board.on_change = lambda: woken.append(1)
+    assert request(agents.port, "POST", "/v1/wake", {}, token=None)[0] == 401
+    assert not woken
+    assert request(agents.port, "POST", "/v1/wake", {})[0] == 200
+    assert woken == [1]
