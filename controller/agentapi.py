@@ -323,13 +323,16 @@ def new_board(settings: Settings) -> Board:
 
 
 def start_agents(board: Board, settings: Settings, loop: Any, telemetry: Any) -> Agents:
-    """Serve the agents' API; a report that says something new wakes the loop; each pass
-    tells the board what every container should serve; metrics per node."""
+    """Serve the agents' API; a report that says something new wakes the loop; each pass's
+    configs go out when it is done, and it tells the board what every container should
+    serve; metrics per node."""
     agents = serve_agents(board, settings)
     board.on_change = loop.wake.set
+    board.batch = True  # a node's configs of one pass go out in one answer
     previous = loop.on_pass
 
     def on_pass(result: Any, error: BaseException | None) -> None:
+        board.flush()
         previous(result, error)
         if result is not None:
             board.observe_pass(result.snapshot, signal_digests(result))

@@ -142,6 +142,8 @@ class Board:
         self.wants: dict[str, Want] = {}
         self.desired: dict[str, str] = {}  # container -> digest the latest pass wanted
         self.waiting: dict[str, int] = {}  # node -> its requests held now
+        self.batch = False  # push() waits for flush() to answer (the controller flushes a pass)
+        self._unsent = False
         self._said: set[tuple[str, str]] = set()  # refusals logged (container, digest)
         self.closed = False
 
@@ -246,10 +248,11 @@ class Board:
                     current = self.reports.get(node)
                     if self.closed or current is None or current.generation != generation:
                         return []
-                    found = self.pending(node)
+                    # In batch mode a pass still handing configs over is waited for.
+                    found = [] if self.batch and self._unsent else self.pending(node)
                     left = deadline - self.clock()
                     if found or left <= 0:
-                        return found
+                        return found or self.pending(node)
                     self.cond.wait(min(left, 1.0))
             finally:
                 self.waiting[node] -= 1
@@ -328,6 +331,16 @@ class Board:
         with self.cond:
             if self.wants.get(action.container_id) != want:
                 self.wants[action.container_id] = want
+                self._unsent = True
+                if not self.batch:
+                    self.cond.notify_all()
+
+    def flush(self) -> None:
+        """Answer the held requests with what the pass handed over (``batch``: once a pass is
+        done, so a node gets all its configs in one answer and applies them at once)."""
+        with self.cond:
+            if self._unsent:
+                self._unsent = False
                 self.cond.notify_all()
 
     def observe_pass(self, snapshot: Snapshot, proxies: Iterable[tuple[Proxy, str]]) -> None:
