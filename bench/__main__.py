@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only latency,load,scale,naive] [--out bench/results]``.
+"""``python -m bench [--quick] [--only latency,load,scale,naive,nodes] [--out bench/results]``.
 
 Runs the parts in order on the test bed (brought up if needed: run as root, like the tests) and
 writes ``results.json`` and ``results.md`` into the output folder after every part, so an
@@ -16,15 +16,16 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import latency, load, naive, progress, report, scale
+from bench import latency, load, naive, nodes, progress, report, scale
 
 PARTS = {
     "latency": lambda quick, logs: latency.run(quick, logs),
     "load": lambda quick, logs: load.run(quick, logs),
     "scale": lambda quick, logs: scale.run(quick),
     "naive": lambda quick, logs: naive.run(quick),
+    "nodes": lambda quick, logs: nodes.run(quick, logs),
 }
-ON_SWARM = {"latency", "load", "scale"}
+ON_SWARM = {"latency", "load", "scale", "nodes"}
 
 
 def _parser() -> argparse.ArgumentParser:

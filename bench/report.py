@@ -213,7 +213,68 @@ def naive_md(part: dict[str, Any]) -> list[str]:
     return lines + _table(header, rows)
 
 
-SECTIONS = {"latency": latency_md, "load": load_md, "scale": scale_md, "naive": naive_md}
+def nodes_md(part: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Agents on a 3-node Swarm: change to routable on every node, and load",
+        "",
+        f"A {part['nodes']}-node Swarm (bed), the controller a service on the manager, a global "
+        "nginx and a global HAProxy proxy (6 proxy tasks). `agents`: an agent on every node, "
+        "proxies reloaded in place; `rolling`: no agents, the proxies get a new Docker config "
+        "and Swarm replaces their tasks. A change is routable when every proxy task on every "
+        "node answers accordingly (fresh connections, 20 ms apart); `create` from max(call "
+        "returned, task running), `remove` from the call to 404 everywhere.",
+        "",
+    ]
+    rows = []
+    for mode in ("agents", "rolling"):
+        got = part.get(mode)
+        if not got:
+            continue
+        for op in ("create", "remove", "all"):
+            one = got["latency"][op]
+            rows.append(
+                [mode, op, one["n"], _s(one["p50_s"]), _s(one["p95_s"]), _s(one["max_s"]),
+                 one.get("failed", "")]
+            )  # fmt: skip
+    lines += _table(["mode", "change", "n", "p50", "p95", "max", "failed"], rows)
+    lines += [
+        "Under wrk load through all 6 ports at once (2 threads, 2 keep-alive connections per "
+        "port, no retries): route changes of another service (each waited for on every "
+        "port), and a rolling update of a backend with a task on every node.",
+        "",
+    ]
+    rows = []
+    for mode in ("agents", "rolling"):
+        got = part.get(mode)
+        if not got:
+            continue
+        for scenario in ("route_changes", "rolling_update"):
+            one = got[scenario]
+            what = (
+                f"{one['changes']} route changes"
+                if scenario == "route_changes"
+                else "rolling update"
+            )
+            rows.append(
+                [mode, what, one["requests"], one["failed"], one["connect_errors"],
+                 one["read_errors"], one["timeouts"], one["non_2xx"]]
+            )  # fmt: skip
+    header = ["mode", "scenario", "requests", "failed", "connect", "read", "timeout", "non-2xx"]
+    lines += _table(header, rows)
+    errors = [e for mode in ("agents", "rolling") for e in (part.get(mode) or {}).get(
+        "latency", {}).get("errors", [])]  # fmt: skip
+    if errors:
+        lines += ["Trials that failed: " + "; ".join(errors), ""]
+    return lines
+
+
+SECTIONS = {
+    "latency": latency_md,
+    "load": load_md,
+    "scale": scale_md,
+    "naive": naive_md,
+    "nodes": nodes_md,
+}
 
 
 def _loads(values: Any) -> str:

@@ -1,0 +1,241 @@
+"""Part: the 3-node Swarm, agent mode beside rolling mode (the multi-node bed of tests.bed).
+
+Each mode gets one namespace: the controller as a service on the manager (the image built from
+this checkout), a global nginx and a global HAProxy proxy on every node, each on its own port
+slot (node i answers on its own 127.0.0.1 port), and a global backend. In agent mode the
+agents run on every node and the proxies are in signal mode; in rolling mode there are no
+agents and the controller mounts a new Docker config into the proxies on every change.
+
+- ``latency``: N trials, each a new routed service (1 replica) then its removal; a change is
+  routable when *every* proxy on *every* node (6 ports) answers accordingly, polled on fresh
+  connections every ``POLL_INTERVAL``. ``create`` runs from max(the create call returned, the
+  task running by Swarm's clock) to the last port answering from the task; ``remove`` from the
+  call returning to the last port answering 404.
+- ``load``: wrk through all 6 ports at once (keep-alive, no retries) during route changes of
+  another service (each waited for on every port) and, separately, a rolling update of the
+  global backend (one task per node, stop-first, 1 s apart): requests and failures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import progress
+from bench.lab import swarm_time
+from bench.latency import percentile
+from tests.bed.cluster import ClusterConfig, ensure_cluster
+from tests.bed.clusterharness import ClusterTest, nodes_lock
+from tests.bed.probes import http_get, wait_until
+from tests.swarm.agentbed import (
+    KINDS,
+    AgentEdge,
+    Loads,
+    controller_image,
+    relabel,
+    versioned_update_config,
+)
+
+MODES = ("agents", "rolling")
+POLL_INTERVAL = 0.02
+TIMEOUT = {"agents": 30.0, "rolling": 180.0}
+STEADY = "steady.example.com"
+FULL = {"trials": 20, "changes": {"agents": 20, "rolling": 5}}
+QUICK = {"trials": 5, "changes": {"agents": 5, "rolling": 2}}
+
+Judge = Callable[[int, str], bool]
+
+
+def everywhere(e: AgentEdge, host: str, judge: Judge, timeout: float) -> float:
+    """Poll every proxy on every node at once until each answers as ``judge`` wants; the time
+    (epoch) of the request that made the last one pass."""
+    ports = [port for _, _, port in e.ports()]
+    seen: dict[int, float] = {}
+    deadline = time.monotonic() + timeout
+
+    def poll(port: int) -> None:
+        while time.monotonic() < deadline:
+            sent = time.time()
+            try:
+                status, body = http_get(port, host, timeout=2.0)
+            except (OSError, http.client.HTTPException):
+                status, body = 0, ""
+            if judge(status, body):
+                seen[port] = sent
+                return
+            time.sleep(POLL_INTERVAL)
+
+    threads = [threading.Thread(target=poll, args=(p,), daemon=True) for p in ports]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout + 5)
+    missing = sorted(set(ports) - set(seen))
+    if missing:
+        raise TimeoutError(f"{host}: ports {missing} not converged within {timeout:.0f}s")
+    return max(seen.values())
+
+
+def settle(e: AgentEdge, mode: str) -> None:
+    """Never start a change while a proxy task is being replaced (rolling mode)."""
+    if mode == "rolling":
+        for proxy in e.proxies.values():
+            e.swarm.wait_updated(proxy, timeout=180)
+    time.sleep(0.3)
+
+
+def trial(e: AgentEdge, mode: str, index: int) -> dict[str, Any]:
+    """One service's creation and removal, each measured until every node's proxies agree."""
+    host, got = f"lat{index}.example.com", {}
+    service = e.app(f"lat{index}", host, replicas=1)  # returns once its task runs
+    returned = time.time()
+    try:
+        (task,) = e.swarm.tasks(service)
+        running = swarm_time(task["Status"]["Timestamp"])
+        name = f"task={service.name}."
+        answered = everywhere(e, host, lambda s, b: s == 200 and name in b, TIMEOUT[mode])
+        got["create"] = answered - max(returned, running)
+        settle(e, mode)
+        service.remove()
+        returned = time.time()
+        got["remove"] = everywhere(e, host, lambda s, b: s == 404, TIMEOUT[mode]) - returned
+        settle(e, mode)
+    except Exception as error:
+        got["error"] = f"{type(error).__name__}: {error}"
+        with contextlib.suppress(Exception):
+            service.remove()
+        settle(e, mode)
+    return got
+
+
+def latency(e: AgentEdge, mode: str, trials: int) -> dict[str, Any]:
+    results = []
+    for index in range(trials):
+        results.append(trial(e, mode, index))
+        progress(f"nodes, {mode}: trial {index + 1}/{trials}: {results[-1]}")
+    out: dict[str, Any] = {"trials": trials}
+    for op in ("create", "remove"):
+        values = [r[op] for r in results if op in r]
+        out[op] = {
+            "n": len(values),
+            "failed": trials - len(values),
+            "p50_s": percentile(values, 0.5) if values else None,
+            "p95_s": percentile(values, 0.95) if values else None,
+            "max_s": max(values) if values else None,
+        }
+    both = [r[op] for r in results for op in ("create", "remove") if op in r]
+    out["all"] = {
+        "n": len(both),
+        "p50_s": percentile(both, 0.5) if both else None,
+        "p95_s": percentile(both, 0.95) if both else None,
+        "max_s": max(both) if both else None,
+    }
+    out["errors"] = [r["error"] for r in results if "error" in r]
+    return out
+
+
+def _figures(loads: Loads) -> dict[str, Any]:
+    results = [load.result for load in loads.loads]
+    return {
+        "ports": len(results),
+        "requests": sum(r.requests for r in results),
+        "failed": sum(r.failed for r in results),
+        "connect_errors": sum(r.connect_errors for r in results),
+        "read_errors": sum(r.read_errors for r in results),
+        "timeouts": sum(r.timeouts for r in results),
+        "non_2xx": sum(r.non_2xx for r in results),
+        "per_port": {
+            f"{kind}@node{node}": {"requests": r.requests, "failed": r.failed}
+            for (kind, node, _), r in zip(loads.ports, results, strict=True)
+        },
+    }
+
+
+def route_changes(e: AgentEdge, mode: str, changes: int) -> dict[str, Any]:
+    other = e.app("moved", "m0.example.com", replicas=1)
+    everywhere(e, "m0.example.com", lambda s, b: s == 200, TIMEOUT[mode])
+    settle(e, mode)
+    took, done = [], 0
+    with Loads(e, STEADY, seconds=115) as loads:
+        began = time.monotonic()
+        for change in range(1, changes + 1):
+            if time.monotonic() - began > 100:
+                break  # wrk runs at most 115 s: the rest would be measured without load
+            start = time.time()
+            relabel(e, other, f"m{change}.example.com")
+            host = f"m{change}.example.com"
+            took.append(everywhere(e, host, lambda s, b: s == 200, TIMEOUT[mode]) - start)
+            done += 1
+            settle(e, mode)
+        loads.stop()
+    other.remove()
+    return {"changes": done, "change_s_max": round(max(took), 2), **_figures(loads)}
+
+
+def rolling_update(e: AgentEdge, mode: str) -> dict[str, Any]:
+    app = e.app("rolled", "rolled.example.com", update_config=versioned_update_config())
+    everywhere(e, "rolled.example.com", lambda s, b: "version=1" in b, TIMEOUT[mode])
+    settle(e, mode)
+
+    def mutate(spec: dict) -> None:
+        env = spec["TaskTemplate"]["ContainerSpec"]["Env"]
+        spec["TaskTemplate"]["ContainerSpec"]["Env"] = [
+            "VERSION=2" if v.startswith("VERSION=") else v for v in env
+        ]
+
+    with Loads(e, "rolled.example.com", seconds=115) as loads:
+        time.sleep(2)
+        began = time.monotonic()
+        e.swarm.update_service(app, mutate)
+        e.swarm.wait_updated(app, timeout=90)
+        everywhere(e, "rolled.example.com", lambda s, b: "version=2" in b, TIMEOUT[mode])
+        settle(e, mode)
+        took = time.monotonic() - began
+        loads.stop()
+    app.remove()
+    return {"update_done_after_s": round(took, 1), **_figures(loads)}
+
+
+def deploy(swarm: ClusterTest, image: str, mode: str) -> AgentEdge:
+    e = AgentEdge(swarm, image, env={"INTERLOCK_MODE": "signal" if mode == "agents" else mode})
+    for kind in KINDS:
+        e.deploy_proxy(kind, mode="signal" if mode == "agents" else "rolling")
+    e.deploy_controller()
+    if mode == "agents":
+        e.deploy_agents()
+    e.app("steady", STEADY)
+    wait_until(lambda: e.answers(STEADY, "task="), TIMEOUT[mode], 0.2, f"{STEADY} everywhere")
+    settle(e, mode)
+    return e
+
+
+def run(quick: bool, logs: Path) -> dict[str, Any]:
+    sizes = QUICK if quick else FULL
+    progress("nodes: the 3-node bed (python -m tests.bed up --nodes 3) and the controller image")
+    cluster = ensure_cluster(ClusterConfig.from_env())
+    image = controller_image(cluster)
+    out: dict[str, Any] = {"nodes": len(cluster.nodes), "image": image}
+    for mode in MODES:
+        with nodes_lock(cluster):
+            swarm = ClusterTest(cluster)
+            progress(f"nodes, {mode}: namespace {swarm.id}")
+            e = None
+            try:
+                e = deploy(swarm, image, mode)
+                out[mode] = {
+                    "latency": latency(e, mode, sizes["trials"]),
+                    "route_changes": route_changes(e, mode, sizes["changes"][mode]),
+                    "rolling_update": rolling_update(e, mode),
+                }
+            finally:
+                if e is not None:
+                    (logs / f"nodes-{mode}-controller.log").write_text(e.logs(e.controller, 5000))
+                    (logs / f"nodes-{mode}-agents.log").write_text(e.logs(e.agents, 5000))
+                swarm.cleanup()
+    cluster.close()
+    return out
