@@ -548,8 +548,9 @@ def signal_problems(snapshot: Snapshot, prefix: str, proxy: Proxy, owned: set[st
             Problem(
                 proxy.name,
                 f"{prefix}.ext.mode",
-                f"{away} task(s) run on engines the controller cannot reach; "
-                "use rolling mode for proxies on other nodes",
+                f"{away} task(s) run where neither the controller nor an agent reaches them "
+                "(no agent reports from their node): they keep what they serve; run "
+                "`interlock agent` on those nodes (stack.yml does), or use rolling mode",
                 rejected=False,
                 proxy=proxy.name,
             )
