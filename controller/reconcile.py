@@ -50,6 +50,7 @@ def render_options(settings: Settings) -> RenderOptions:
         connect_timeout=settings.proxy_connect_timeout,
         read_timeout=settings.proxy_read_timeout,
         client_keepalive=settings.nginx_client_keepalive,
+        worker_shutdown_timeout=settings.nginx_worker_shutdown_timeout,
         template_dir=settings.template_dir,
         status_port=settings.proxy_status_port,
         access_log=settings.access_log,

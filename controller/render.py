@@ -49,6 +49,7 @@ class RenderOptions:
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     client_keepalive: float = 0.0
+    worker_shutdown_timeout: float = 60.0  # nginx: old workers exit after it; 0 = never forced
     template_dir: str = ""  # "" uses the built-in templates
     status_port: int = 8404  # the proxies' unpublished status listener; 0 renders none
     status_allow: tuple[str, ...] = ()  # sources besides 127.0.0.1 it answers (identity.py)
@@ -61,6 +62,10 @@ class RenderOptions:
     @property
     def read_timeout_ms(self) -> int:
         return int(self.read_timeout * 1000)
+
+    @property
+    def worker_shutdown_timeout_ms(self) -> int:
+        return int(self.worker_shutdown_timeout * 1000)
 
     @property
     def client_keepalive_ms(self) -> int:
@@ -134,7 +139,11 @@ def regex_literal(value: str) -> str:
 
 
 def _template_dir() -> str:
-    """The installed package's templates, or the checkout's when run from source."""
+    """The checkout's templates when run from one (an editable install maps the package to
+    one checkout, but a second work tree must render its own), else the installed package's."""
+    beside = Path(__file__).resolve().parent.parent / "templates"
+    if (beside / "nginx.conf.j2").is_file():
+        return str(beside)
     try:
         return str(resources.files("controller.templates"))
     except ModuleNotFoundError:

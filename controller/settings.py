@@ -48,6 +48,13 @@ class Settings(BaseSettings):
         le=3600,
         description="nginx keepalive_timeout to clients; 0 (default) loses no request on reload",
     )
+    nginx_worker_shutdown_timeout: float = Field(
+        60.0,
+        ge=0,
+        le=86400,
+        description="seconds an nginx worker of an older config keeps its open connections "
+        "after a reload before it closes them and exits; 0 = until they end (nginx's default)",
+    )
     max_connections: int = Field(4096, ge=16, le=1_000_000)
     access_log: Literal["json", "text", "off"] = Field(
         "json",
