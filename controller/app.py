@@ -59,10 +59,12 @@ class Controller:
             Checker(api, settings.check_timeout, words.check) if settings.check_configs else None
         )
         observer, push, served = Observer(api, settings.label_prefix), pusher.push, pusher.served
+        refused_by_agents: Callable[[], set[str]] = set
         if board is None and settings.agent_port:
             board = new_board(settings)
         if board is not None:  # the agents write into containers; the controller into none
             observer, push, served = AgentObserver(observer, board), board.push, board.served
+            refused_by_agents = board.refused
         cert_checker = (
             CertificateChecker(api, settings.label_prefix, settings.check_timeout)
             if settings.check_configs
@@ -76,6 +78,7 @@ class Controller:
             served,
             lambda: api.calls,
             cert_checker,
+            refused_by_agents,
         )
         telemetry = build_telemetry(settings, api)
         loop = Loop(reconciler, api, settings.poll_interval, telemetry.record, words.check)

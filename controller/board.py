@@ -316,6 +316,21 @@ class Board:
                 found[container] = wants.get(container, reported.get(container, ""))
         return found
 
+    def refused(self) -> set[str]:
+        """Proxies whose config wanted now some node's binary refused: the pass sends them to
+        the check stage, which finds the services the refusal is down to (as when a push is
+        refused in signal mode); a refusal only one node makes finds none, and holds back only
+        that node."""
+        with self.cond:
+            wants = dict(self.wants)
+        found = set()
+        for report in self.live():
+            for container, (digest, _words) in report.errors.items():
+                want = wants.get(container)
+                if want is not None and want.digest == digest:
+                    found.add(want.proxy)
+        return found
+
     def push(self, action: PushConfig) -> None:
         """The executor's push: hand the config to the container's agent (never raises for one
         container, so one refusing node holds back no other)."""

@@ -69,7 +69,11 @@ class Reconciler:
     api_calls: Callable[[], int] = lambda: 0  # the gateway's count of Docker calls so far
     # Loads each TLS pair with the proxy's binary and the real secrets (None: not checked).
     cert_checker: CertificateChecker | None = None
+    # Agent mode: proxies whose config some node's binary refused (the Board's reports).
+    refused_by_agents: Callable[[], set[str]] = lambda: set()
     last: PassResult | None = field(default=None, init=False)
+    # Signal-mode proxies checked separately until a pass leaves no service of theirs out.
+    suspects: set[str] = field(default_factory=set, init=False)
     verifier: Verifier = field(init=False)
 
     def __post_init__(self) -> None:
@@ -88,8 +92,10 @@ class Reconciler:
         rendered, refused, deployable = {}, {}, {}
         proxies, problems = [], list(desired.problems)
         # A signal-mode proxy is checked in its own container as it is pushed: a separate check
-        # (and the search for the services it refuses) only after that check refused a push.
-        refused_in_place = _refused_in_place(self.last)
+        # (and the search for the services it refuses) only after that check refused a push,
+        # here or on an agent's node, and for as long as that search leaves a service out (or
+        # the next pass would render the refused service back in and push it again).
+        self.suspects |= _refused_in_place(self.last) | self.refused_by_agents()
         for one in desired.proxies:
 
             def target(text: Rendered, one: DesiredProxy = one) -> planning.Deployable:
@@ -98,11 +104,13 @@ class Reconciler:
             def needs_check(text: Rendered, target=target, one: DesiredProxy = one) -> bool:
                 if checks != Checks.CHANGED:
                     return checks == Checks.ALL
-                if one.proxy.mode == "signal" and one.proxy.name not in refused_in_place:
-                    return False  # checked in the proxy's own container before the swap
+                if one.proxy.mode == "signal":  # checked in its own container before the swap
+                    return one.proxy.name in self.suspects
                 return not planning.is_current(snapshot, prefix, target(text), served)
 
             verified = self.verifier.verify(one, needs_check)
+            if verified.rendered is not None and not verified.problems:
+                self.suspects.discard(one.proxy.name)
             proxies.append(verified.desired)
             problems += verified.problems
             if verified.rendered is None:

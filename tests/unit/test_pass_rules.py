@@ -17,15 +17,17 @@ import docker.errors
 import pytest
 
 from controller.act import Executor
+from controller.board import AgentObserver, Board
 from controller.gateway import Gateway
 from controller.observe import Observer
-from controller.plan import CreateConfig, RemoveConfig, UpdateProxyService
+from controller.plan import CreateConfig, PushConfig, RemoveConfig, UpdateProxyService
 from controller.reconcile import Reconciler
 from controller.settings import Settings
 from controller.verify import Verdict
 from tests import builders as b
 
 P = "interlock"
+SERVICE_ID = "com.docker.swarm.service.id"
 WRITES = ("create_config", "update_service", "remove_config", "put_archive", "kill")
 
 
@@ -175,3 +177,41 @@ def test_garbage_collection_keeps_the_newest_configs_of_each_proxy(keep):
     removed = [a.name for a in result.actions if isinstance(a, RemoveConfig)]
     kept = 4 - len(removed)
     assert kept == keep and all(f"old{n}" not in " ".join(removed) for n in range(4 - keep, 4))
+
+
+def test_a_refusal_an_agent_reports_leaves_out_its_culprit_and_keeps_it_out():
+    """In agent mode the node's binary checks a push; when it refuses, the next pass finds the
+    service the refusal is down to, and later passes do not render it back in (which would
+    push the refused config again, every other pass)."""
+    engine = swarm("a.example.com", "poison.example.com")
+    engine.services_[0]["Spec"]["Labels"][f"{P}.ext.mode"] = "signal"
+    board = Board(P)
+    labels = {f"{P}.ext.name": "nginx", SERVICE_ID: "p1", "com.docker.swarm.node.id": "n1"}
+    container = b.container("c1", "edge.1.c1", labels)
+
+    def agent_reports(**state) -> None:
+        board.report({"node": "n1", "containers": [container], **state})
+
+    agent_reports()
+    gateway = Gateway(engine)
+    rec = Reconciler(
+        Settings(label_prefix=P),
+        AgentObserver(Observer(gateway, P), board),
+        Executor(gateway, push=board.push),
+        CountingChecker(refuse="poison.example.com"),
+        board.served,
+        refused_by_agents=board.refused,
+    )
+    rec.run_pass()
+    pushed = board.wants["c1"]
+    assert "poison.example.com" in pushed.text  # checked in the node's proxy container
+    agent_reports(errors={"c1": {"digest": pushed.digest, "error": "[emerg] refused"}})
+    second = rec.run_pass()
+    fixed = board.wants["c1"]
+    assert "poison.example.com" not in fixed.text and "a.example.com" in fixed.text
+    assert [p.service for p in second.problems if p.proxy == "edge"] == ["app1"]
+    agent_reports(served={"c1": fixed.digest})
+    for _ in range(2):
+        later = rec.run_pass()
+        assert board.wants["c1"].digest == fixed.digest
+        assert not [a for a in later.actions if isinstance(a, PushConfig)], later.actions
