@@ -44,6 +44,7 @@ from .gateway import Gateway
 from .kinds import KINDS
 from .logs import event
 from .reload import CheckFailed, InPlace
+from .runtime import Converger
 from .settings import Settings
 from .vocabulary import Vocabulary
 
@@ -135,6 +136,7 @@ class Agent:
     def __post_init__(self) -> None:
         self.words = Vocabulary(self.settings.label_prefix)
         self.inplace = InPlace(self.api)
+        self.converger = Converger(self.inplace, self.settings.runtime_dir)
         url = urllib.parse.urlsplit(self.settings.agent_url)
         self.host, self.port = url.hostname or "", url.port or 80
         self._conn: http.client.HTTPConnection | None = None
@@ -159,6 +161,7 @@ class Agent:
             del self.served[gone]
         for gone in set(self.errors) - set(local):
             del self.errors[gone]
+        self.converger.forget(set(local))
         for proxy in local.values():
             if reread or proxy.id not in self.served:
                 with contextlib.suppress(docker.errors.APIError):  # gone since the listing
@@ -169,6 +172,7 @@ class Agent:
             "containers": [p.raw for p in local.values()],
             "served": {k: v for k, v in self.served.items() if k in local},
             "errors": {k: {"digest": d, "error": w} for k, (d, w) in self.errors.items()},
+            "counts": self.converger.report(),
             "wait": self.settings.agent_wait,
         }
 
@@ -242,7 +246,10 @@ class Agent:
         digest, started = config["digest"], time.monotonic()
         try:
             files = config.get("files") or {}
-            self.inplace.apply(proxy.id, proxy.kind, proxy.path, config["text"], digest, files)
+            outcome = self.converger.apply(
+                proxy.id, proxy.kind, proxy.path, config["text"], digest, files,
+                proxy=str(config.get("proxy", ""))[:200],
+            )  # fmt: skip
         except CheckFailed as refused:
             self.errors[proxy.id] = (digest, str(refused))
             event(
@@ -266,6 +273,7 @@ class Agent:
             container=proxy.name,
             digest=digest[:16],
             kind=proxy.kind,
+            how=outcome,
             seconds=round(time.monotonic() - started, 3),
         )
 

@@ -80,6 +80,8 @@ def _row(
         "served": "-",
         "in_sync": "no",
         "agent": agent,
+        "reloads": "-",  # in-place reloads by its agent since it started; "runtime": updates
+        "runtime": "-",  # through HAProxy's runtime API, without a reload
         "error": "",
     }
     if agent == NO_AGENT:
@@ -89,6 +91,9 @@ def _row(
         row["served"] = "not reported"
         row["error"] = "the container does not carry the proxy label, so no agent touches it"
         return row
+    counts = report.counts.get(container, ("", {}))[1]
+    row["reloads"] = sum(n for k, n in counts.items() if k != "runtime")
+    row["runtime"] = counts.get("runtime", 0)
     served = report.served.get(container, "")
     refused = report.errors.get(container)
     row["served"] = served[:SHORT] or "-"
@@ -124,7 +129,8 @@ def task_rows(
     return sorted(rows, key=lambda r: (r["proxy"], r["node"], r["container"]))
 
 
-COLUMNS = ["proxy", "node", "container", "desired", "served", "in_sync", "agent"]
+COLUMNS = ["proxy", "node", "container", "desired", "served", "in_sync", "reloads", "runtime",
+           "agent"]  # fmt: skip
 
 
 def with_tasks(text: str, rows: list[dict[str, Any]], note: str, as_json: bool) -> str:

@@ -54,7 +54,7 @@ class Controller:
         INTERLOCK_AGENT_PORT the agents reload proxies in place (on a ``board``, given or new)."""
         api = gateway(api or docker.from_env(timeout=int(settings.docker_timeout)).api)
         words = Vocabulary(settings.label_prefix)
-        pusher = SignalPusher(api, settings.check_timeout)
+        pusher = SignalPusher(api, settings.check_timeout, runtime_dir=settings.runtime_dir)
         checker = (
             Checker(api, settings.check_timeout, words.check) if settings.check_configs else None
         )
@@ -81,6 +81,8 @@ class Controller:
             refused_by_agents,
         )
         telemetry = build_telemetry(settings, api)
+        counted = board if board is not None else pusher.converger
+        telemetry.count_reloads(lambda: dict(counted.totals))
         loop = Loop(reconciler, api, settings.poll_interval, telemetry.record, words.check)
         return cls(settings, api, reconciler, loop, telemetry, board)
 

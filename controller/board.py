@@ -18,6 +18,7 @@ import logging
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -78,6 +79,8 @@ class Report:
     served: dict[str, str]
     errors: dict[str, tuple[str, str]]  # container -> (refused digest, the proxy's words)
     generation: int = 0
+    # container -> (its proxy, {"runtime" or a reload reason: count since its agent started})
+    counts: dict[str, tuple[str, dict[str, int]]] = field(default_factory=dict)
 
     def signature(self) -> tuple:
         """What a pass decides on: a report that only repeats this needs no new pass."""
@@ -119,6 +122,22 @@ def parse_report(body: Any) -> tuple[str, str, list[dict], dict[str, str], dict[
     return node, hostname, raw, served, errors
 
 
+OUTCOMES = ("runtime", "structural", "endpoints", "restart")  # runtime.Converger's
+
+
+def parse_counts(body: Any) -> dict[str, tuple[str, dict[str, int]]]:
+    """A report's ``counts`` (what its agent did to each container: runtime updates and
+    reloads by reason); what is malformed is left out, never trusted."""
+    found = {}
+    raw = body.get("counts") if isinstance(body, dict) else None
+    for container, entry in (raw if isinstance(raw, dict) else {}).items():
+        if not isinstance(entry, dict) or not _ID.fullmatch(str(container)):
+            continue
+        numbers = {k: max(0, entry[k]) for k in OUTCOMES if isinstance(entry.get(k), int)}
+        found[container] = (str(entry.get("proxy", ""))[:200], numbers)
+    return found
+
+
 def _is_proxy_container(container: Container, words: Vocabulary) -> bool:
     return container.state == "running" and words.is_proxy(container.labels)
 
@@ -146,6 +165,7 @@ class Board:
         self._unsent = False
         self._said: set[tuple[str, str]] = set()  # refusals logged (container, digest)
         self.closed = False
+        self.totals: Counter = Counter()  # (proxy, outcome) -> count, summed over agents
 
     # -- what agents send ------------------------------------------------------------------
 
@@ -180,11 +200,23 @@ class Board:
                 {k: v for k, v in served.items() if k in ids},
                 {k: v for k, v in errors.items() if k in ids},
                 generation=(old.generation + 1) if old else 1,
+                counts={k: v for k, v in parse_counts(body).items() if k in ids},
             )
+            self._add_counts(old, new)
             self.reports[node] = new
             self._forget_gone()
             self.cond.notify_all()
         return old, new, dropped
+
+    def _add_counts(self, old: Report | None, new: Report) -> None:
+        """Add what a report's counts grew by to the totals (a count that shrank: its agent
+        restarted and counts from 0 again)."""
+        before = old.counts if old else {}
+        for container, (proxy, numbers) in new.counts.items():
+            seen = before.get(container, ("", {}))[1]
+            for outcome, count in numbers.items():
+                grew = count - seen.get(outcome, 0)
+                self.totals[proxy, outcome] += grew if grew >= 0 else count
 
     def _containers(self, node: str, raw: list[dict]) -> tuple[list[Container], list[str]]:
         """The reported proxy containers that may be this node's; ids of the others."""
@@ -384,6 +416,7 @@ class Board:
                     "containers": list(r.raw),
                     "served": dict(r.served),
                     "errors": {k: {"digest": d, "error": w} for k, (d, w) in r.errors.items()},
+                    "counts": {k: {"proxy": p, **n} for k, (p, n) in r.counts.items()},
                 }
                 for r in sorted(self.reports.values(), key=lambda r: r.hostname)
             ]

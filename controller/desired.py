@@ -34,7 +34,7 @@ from . import vocabulary as vocab
 from .grammar import Redirect
 from .kinds import KINDS
 from .labels import AppSpec, Limits, Problem, ProxySpec
-from .snapshot import Service, Snapshot, Task
+from .snapshot import Service, Snapshot, Task, mount_targets
 from .timestamps import nanoseconds
 from .vocabulary import FAMILIES, LB, STACK_LABEL, Vocabulary
 
@@ -52,6 +52,7 @@ class Proxy:
     network_ids: tuple[str, ...]
     service_id: str = ""
     container_id: str = ""
+    runtime: bool = False  # it mounts its kind's runtime folder: its runtime API is rendered
 
 
 @dataclass(frozen=True)
@@ -214,8 +215,17 @@ def find_proxies(
             problems += found
             if spec:
                 mode = spec.mode or default_mode
+                runtime = _runtime(spec, mount_targets(service.spec))
                 proxies.append(
-                    Proxy(service.name, spec, mode, service.image, service.network_ids, service.id)
+                    Proxy(
+                        service.name,
+                        spec,
+                        mode,
+                        service.image,
+                        service.network_ids,
+                        service.id,
+                        runtime=runtime,
+                    )
                 )
     for container in snapshot.containers:
         if container.service_id or not lbl.is_proxy(container.labels, prefix):
@@ -231,9 +241,18 @@ def find_proxies(
                     container.image,
                     container.network_ids,
                     container_id=container.id,
+                    runtime=_runtime(spec, container.mounts),
                 )
             )
     return proxies, problems
+
+
+def _runtime(spec: ProxySpec, mounts: Iterable[str]) -> bool:
+    """A proxy gets a runtime API socket only where its kind keeps one and a volume is mounted
+    there (a folder it shares with its node's agent; without it the socket could not be
+    reached, or the folder would not exist)."""
+    folder = KINDS[spec.kind].runtime_dir
+    return bool(folder) and folder in mounts
 
 
 def _trusted_proxy(

@@ -16,6 +16,7 @@ from .bounded import remember
 from .desired import Proxy
 from .plan import PushConfig, proxy_containers
 from .reload import DIGEST_SUFFIX, NEW_SUFFIX, CheckFailed, InPlace
+from .runtime import Converger
 from .snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,10 @@ class SignalPusher:
     timeout: float = 30.0
     known: dict[str, str] = field(default_factory=dict)  # container id -> digest it serves
     refused: dict[tuple[str, str], str] = field(default_factory=dict)  # (container, digest) -> why
+    runtime_dir: str = ""  # where the proxies' runtime sockets are ("" always reloads)
+
+    def __post_init__(self) -> None:
+        self.converger = Converger(InPlace(self.api), self.runtime_dir)
 
     def served(self, snapshot: Snapshot, proxies: list[Proxy]) -> dict[str, str]:
         """What each reachable proxy container serves; read from the container once, then kept."""
@@ -40,6 +45,7 @@ class SignalPusher:
                     self.known[container] = reader.served(container, proxy.spec.config_path)
                 live[container] = self.known[container]
         self.known = dict(live)
+        self.converger.forget(set(live))
         return live
 
     def push(self, action: PushConfig) -> None:
@@ -47,13 +53,14 @@ class SignalPusher:
         if key in self.refused:
             raise CheckFailed(self.refused[key])
         try:
-            InPlace(self.api).apply(
+            self.converger.apply(
                 action.container_id,
                 action.kind,
                 action.path,
                 action.text,
                 action.digest,
                 action.files,
+                proxy=action.proxy,
             )
         except CheckFailed as refused:
             remember(self.refused, key, str(refused))

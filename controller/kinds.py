@@ -8,6 +8,7 @@ entry here plus its template.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -28,6 +29,17 @@ class ProxyKind:
     certificate_list: bool = False  # certificates in a list file beside the config
     cannot: Mapping[str, str] = field(default_factory=dict)  # label -> why this kind refuses it
     ca_bundle: str = ""  # the system CAs' file, for verifying tasks' certificates (ssl_backend)
+    # Where a volume shared with the node's agent holds the proxy's runtime API socket (a unix
+    # socket per container, named by its $HOSTNAME); "" for a kind without one. The official
+    # HAProxy image owns this folder (its WORKDIR): a volume mounted there is writable by it.
+    runtime_dir: str = ""
+    # A config line that names a task address and nothing else (to tell an endpoints-only
+    # reload from a structural one); None: such changes go through runtime slots instead.
+    endpoint_line: re.Pattern[str] | None = None
+
+    def runtime_socket(self, hostname: str) -> str:
+        """The runtime socket's name in ``runtime_dir`` for a container with this hostname."""
+        return f"interlock-{hostname}.sock"
 
     def check_argv(self, path: str) -> list[str]:
         """The check command for a config at ``path``."""
@@ -49,6 +61,7 @@ KINDS: dict[str, ProxyKind] = {
             "(ssl_preread), which Debian's nginx and nginx-light do not load; use an HAProxy proxy",
         },
         ca_bundle="/etc/ssl/certs/ca-certificates.crt",  # Debian's and the official image's
+        endpoint_line=re.compile(r" +server [0-9.:]+(?: weight=\d+)? max_fails=1 fail_timeout=2s;"),
     ),
     "haproxy": ProxyKind(
         name="haproxy",
@@ -59,6 +72,7 @@ KINDS: dict[str, ProxyKind] = {
         status_path="/stats;csv;norefresh",
         read_status=statuspage.parse_haproxy_csv,
         certificate_list=True,  # a `bind` line holds at most 64 words
+        runtime_dir="/var/lib/haproxy",
         cannot={
             "basic_auth_secret": "HAProxy 2.6 reads users only from its own configuration "
             "(userlist), never from a file, and the controller never reads a secret; use an "

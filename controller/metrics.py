@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -306,6 +306,37 @@ class ScrapeCollector:
 # -- the telemetry hub ----------------------------------------------------------------------
 
 
+class ReloadCollector:
+    """In-place reloads per proxy and reason, and HAProxy runtime API updates (counted where
+    they happen: the controller on its own engine, or the agents, summed on the board)."""
+
+    REASONS = ("structural", "endpoints", "restart")
+
+    def __init__(self, totals: Callable[[], Mapping[tuple[str, str], int]]) -> None:
+        self.totals = totals
+
+    def collect(self) -> Iterable[Metric]:
+        reloads = CounterMetricFamily(
+            f"{NS}_proxy_inplace_reloads",
+            "In-place reloads of proxy containers, by reason: structural (more than task "
+            "addresses changed), endpoints (only addresses changed, but no runtime API could "
+            "take them: nginx, no socket, or it failed), restart (a new or restarted container).",
+            labels=["proxy", "reason"],
+        )
+        runtime = CounterMetricFamily(
+            f"{NS}_proxy_runtime_updates",
+            "Task address changes applied through HAProxy's runtime API, without a reload.",
+            labels=["proxy"],
+        )
+        for (proxy, outcome), count in sorted(dict(self.totals()).items()):
+            if outcome == "runtime":
+                runtime.add_metric([proxy], count)
+            elif outcome in self.REASONS:
+                reloads.add_metric([proxy, outcome], count)
+        yield reloads
+        yield runtime
+
+
 class Telemetry:
     """The registry, the pass counters, the beacon, the scraper and the HTTP endpoint."""
 
@@ -386,6 +417,10 @@ class Telemetry:
         r.register(ServerCollector(self))
         self.beacon: Beacon | None = None
         self.scraper: scrape.Scraper | None = None
+
+    def count_reloads(self, totals: Callable[[], Mapping[tuple[str, str], int]]) -> None:
+        """Export the in-place reloads and runtime updates ``totals`` gives ((proxy, outcome))."""
+        self.registry.register(ReloadCollector(totals))
 
     def attach(self, beacon: Beacon | None, scraper: scrape.Scraper | None) -> None:
         """Export the figures of the container-stats beacon and the proxies' scraper."""

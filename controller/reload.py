@@ -73,9 +73,12 @@ class InPlace:
         text: str,
         digest: str,
         files: Mapping[str, str] | None = None,
+        signal: bool = True,
     ) -> None:
-        """Write, check, swap, signal. Raises ``CheckFailed`` with the proxy's own words when
-        its binary refuses the config (then the live file and the proxy are untouched).
+        """Write, check, swap, signal (``signal`` off: the running proxy already serves it,
+        through HAProxy's runtime API, and only the file must say so). Raises ``CheckFailed``
+        with the proxy's own words when its binary refuses the config (then the live file and
+        the proxy are untouched).
 
         ``files`` (absolute path -> text) are the files the config names beside it (HAProxy's
         crt-list): named by their content, so they are written as they are, before the check.
@@ -91,7 +94,8 @@ class InPlace:
         if code != 0:
             why = STEP_FAILURES.get(code, f"the in-place step failed (exit code {code})")
             raise RuntimeError(f"{why} ({path}): {output}")
-        self.api.kill(container, KINDS[kind].reload_signal)
+        if signal:
+            self.api.kill(container, KINDS[kind].reload_signal)
 
 
 # Write, check, swap and record in one process in the container: each exec is a process start

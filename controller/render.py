@@ -25,9 +25,10 @@ from pathlib import Path
 
 import jinja2
 
+from . import slots
 from .desired import Backend, Certificate, DesiredProxy, Route
 from .grammar import HEADER_VALUE_CHARS
-from .kinds import KINDS
+from .kinds import KINDS, ProxyKind
 
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9._:/~-]+")  # fullmatch: "$" would let a final newline in
 _SAFE_TEXT = re.compile(rf"[{HEADER_VALUE_CHARS}]+")  # a header value: blanks, no quotes
@@ -128,6 +129,32 @@ def servers(backend: Backend) -> list[tuple[str, int | None]]:
     if len(backend.weights) != len(backend.targets):  # also a check's blanked shape
         return [(target, None) for target in backend.targets]
     return list(zip(backend.targets, backend.weights, strict=True))
+
+
+def server_options(backend: Backend) -> str:
+    """What every server (slot) of a backend says after its address and weight."""
+    parts = ["check"] if backend.health_check else []
+    if backend.ssl_backend:
+        parts.append("ssl")
+        verify = "verify required ca-file @system-ca sni var(txn.host)"
+        parts.append(verify if backend.ssl_verify else "verify none")
+    return "".join(f" {part}" for part in parts)
+
+
+def server_lines(backend: Backend) -> list[str]:
+    """HAProxy's servers of a backend: its tasks in numbered slots, then free slots (see
+    ``slots``: address changes go through the runtime API into these slots)."""
+    found = servers(backend)
+    targets = [safe_token(target) for target, _ in found]
+    weights = [w for _, w in found if w is not None]
+    options = server_options(backend)
+    return [slots.server_line(slot, options) for slot in slots.initial(targets, weights)]
+
+
+def runtime_socket(kind: ProxyKind) -> str:
+    """The runtime socket's path in the proxy's container: HAProxy expands ``$HOSTNAME`` in a
+    quoted string, so every container of a proxy, on one node too, has a socket of its own."""
+    return f"{kind.runtime_dir}/{kind.runtime_socket('${HOSTNAME}')}"
 
 
 def regex_literal(value: str) -> str:
@@ -278,6 +305,8 @@ def render(desired: DesiredProxy, options: RenderOptions) -> Rendered:
         default_backend=backends[default] if default else None,
         default_route=Route("", "", False, default) if default else None,
         servers=servers,
+        server_lines=server_lines,
+        runtime_socket=runtime_socket(kind) if desired.proxy.runtime and kind.runtime_dir else "",
         ca_bundle=kind.ca_bundle,
         upstream=upstream,
         backend_of=backends,  # a route's backend, e.g. for the service it logs as its route

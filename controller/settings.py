@@ -118,6 +118,13 @@ class Settings(BaseSettings):
         "", description="label KEY or KEY=VALUE a container or its service must carry ('' = any)"
     )
 
+    runtime_dir: str = Field(
+        "/var/run/interlock",
+        description="where the controller (signal mode, its own engine) or an agent sees the "
+        "volume holding the HAProxy proxies' runtime sockets: task address changes go through "
+        "them without a reload; '' = always reload",
+    )
+
     agent_port: int = Field(
         0,
         ge=0,

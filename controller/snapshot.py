@@ -157,6 +157,7 @@ class Container:
     network_ids: tuple[str, ...]
     service_id: str  # "" for a plain `docker run` container
     addresses: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    mounts: tuple[str, ...] = ()  # where volumes and bind mounts are in the container
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,12 @@ def _service_networks(spec: Mapping[str, Any]) -> tuple[str, ...]:
     """Networks live in TaskTemplate.Networks; very old services used the top-level field."""
     attached = spec.get("TaskTemplate", {}).get("Networks") or spec.get("Networks") or []
     return tuple(sorted({str(net["Target"]) for net in attached if net.get("Target")}))
+
+
+def mount_targets(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """Where a service's tasks mount volumes and bind mounts (the spec's ``Mounts``)."""
+    container = (spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}
+    return tuple(sorted(str(m.get("Target", "")) for m in container.get("Mounts") or []))
 
 
 def _config_refs(container_spec: Mapping[str, Any]) -> tuple[ConfigRef, ...]:
@@ -323,6 +330,7 @@ def container_from_api(raw: Mapping[str, Any]) -> Container:
             for n in networks.values()
             if n.get("NetworkID") and n.get("IPAddress")
         },
+        mounts=tuple(sorted(str(m.get("Destination", "")) for m in raw.get("Mounts") or [])),
     )
 
 
