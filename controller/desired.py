@@ -174,6 +174,7 @@ class _App:
     service: Service
     spec: AppSpec
     age: tuple[int, str]  # (creation nanoseconds, id): the smaller is older
+    backend: str  # its own backend's name (``backend_name``), made once for every proxy
 
     @property
     def stack(self) -> str:
@@ -195,7 +196,7 @@ def _key(prefix: str, name: str) -> str:
 
 def _label(app: _App, prefix: str, name: str) -> str:
     """The key the app's user wrote for our label ``name``, in the app's family."""
-    return Vocabulary(prefix).family_key(app.spec.family, name)
+    return vocab.family_key(prefix, app.spec.family, name)
 
 
 def backend_name(service: Service) -> str:
@@ -282,10 +283,12 @@ def _apps(
         for s in snapshot.services
         if words.is_routed(s.labels, families) and not lbl.is_proxy(s.labels, prefix)
     ]
-    for service in sorted(routed, key=_age):
+    ages = {service.id: _age(service) for service in routed}
+    for service in sorted(routed, key=lambda service: ages[service.id]):
+        age = ages[service.id]
         spec, found = lbl.parse_app(service.name, service.labels, prefix, families=families)
         problems += found
-        app = _App(service, spec, _age(service)) if spec else None
+        app = _App(service, spec, age, backend_name(service)) if spec else None
         if app:
             apps.append(app)
         if spec:
@@ -293,7 +296,7 @@ def _apps(
         else:
             cluster, hosts = _claimed(service, prefix, families)
         for host in hosts:
-            claims.setdefault((cluster, host), []).append(_Claim(_age(service), service.name, app))
+            claims.setdefault((cluster, host), []).append(_Claim(age, service.name, app))
     return apps, claims, problems
 
 
@@ -331,6 +334,16 @@ class _Index:
     network_names: Mapping[str, str]
     secret_names: frozenset[str]
     tasks_by_service: Mapping[str, tuple[Task, ...]]
+    found: dict[tuple[str, str, int], tuple[str, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def targets(self, service_id: str, network_id: str, port: int) -> tuple[str, ...]:
+        """``targets`` of a service's tasks, found once however many proxies reach them."""
+        key = (service_id, network_id, port)
+        if key not in self.found:
+            self.found[key] = targets(self.tasks_by_service.get(service_id, ()), network_id, port)
+        return self.found[key]
 
     @classmethod
     def of(cls, snapshot: Snapshot) -> _Index:
@@ -515,8 +528,8 @@ def _serve(app: _App, proxy: Proxy, index: _Index, prefix: str) -> _Served | lis
     problems = [p for p in (network, port, *refused) if isinstance(p, Problem)]
     if problems:
         return problems
-    found = targets(index.tasks_by_service.get(app.service.id, ()), network, port)
-    return _Served(app, backend_name(app.service), port, found)
+    found = index.targets(app.service.id, network, port)
+    return _Served(app, app.backend, port, found)
 
 
 def _passthrough_problem(
@@ -645,7 +658,8 @@ class _Builder:
         routes = []
         for key in sorted(self.holders):
             group = self.holders[key]
-            backend = backends.setdefault(_backend(group).name, _backend(group))
+            backend = _backend(group)
+            backend = backends.setdefault(backend.name, backend)  # a service's other hosts
             spec = group[0].app.spec
             routes.append(Route(key[0], key[1], spec.rewrite, backend.name, spec.ssl_passthrough))
         default = ""

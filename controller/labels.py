@@ -121,6 +121,13 @@ def is_proxy(labels: Mapping[str, str], prefix: str) -> bool:
     return Vocabulary(prefix).is_proxy(labels)
 
 
+@functools.lru_cache(maxsize=4096)
+def _declared_name(name: str) -> str:
+    """Cached ``vocabulary.declared_name``: every reader asks for the same thirty names, once per
+    service per pass (``alias_domain.N`` and ``response_header.<Name>`` vary: a bounded cache)."""
+    return vocab.declared_name(name)
+
+
 class _Reader:
     """Reads one service's labels of one family, collecting a Problem per bad value instead of
     raising. Labels are asked for by our names; in Interlock 2's family each name reads the
@@ -136,24 +143,33 @@ class _Reader:
     ) -> None:
         self.service = service
         self.labels = labels
+        self.prefix = prefix
         self.words = Vocabulary(prefix)
         self.declared = declared
         self.family = family
         self.problems: list[Problem] = []
+        name_of = vocab.lb_name_of if family == LB else self.words.name_of
+        found = ((key, name_of(key)) for key in sorted(labels))
+        self._ours = [(key, name) for key, name in found if name is not None]
+        # A service carries a few of the thirty labels a reader asks for: an absent one costs
+        # one set look-up (the pass reads every routed service's labels, every pass).
+        self.present = frozenset(name for _key, name in self._ours)
 
     def key(self, name: str) -> str:
         """The key of our label ``name`` in this reader's family (what Problems name)."""
-        return self.words.family_key(self.family, name)
+        return vocab.family_key(self.prefix, self.family, name)
 
     def _declared(self, name: str) -> tuple[str, vocab.Declared] | None:
         if self.family == LB:
             label = vocab.LB_BY_MEANING.get(name)
             return (f"{LB}.{label.name}", label) if label else None
-        declared = self.declared.get(vocab.declared_name(name))
+        declared = self.declared.get(_declared_name(name))
         return (self.key(name), declared) if declared else None  # an Interlock 2 label only
 
     def get(self, name: str, default=None, parse: Callable[[str], object] | None = None):
         """The value of a declared label read by its grammar, or ``default``."""
+        if self.family == NATIVE and name not in self.present:
+            return default
         found = self._declared(name)
         if found is None or found[0] not in self.labels:
             return default
@@ -172,10 +188,9 @@ class _Reader:
         return default
 
     def ours(self) -> list[tuple[str, str]]:
-        """(key, name) of every label of this reader's family, sorted."""
-        name_of = vocab.lb_name_of if self.family == LB else self.words.name_of
-        found = ((key, name_of(key)) for key in sorted(self.labels))
-        return [(key, name) for key, name in found if name is not None]
+        """(key, name) of every label of this reader's family, sorted (found once, when the
+        reader is made: hosts, headers and the unknown-label report all walk them)."""
+        return self._ours
 
     def ignore(self, label: str, reason: str) -> None:
         self.problems.append(Problem(self.service, label, reason, rejected=False))
@@ -300,8 +315,13 @@ def _headers(reader: _Reader) -> tuple[tuple[str, str], ...]:
     return tuple(found)
 
 
+_NO_LIMITS = Limits()
+
+
 def _limits(reader: _Reader) -> Limits:
-    return Limits(
+    """Most services set no limit: they share one ``Limits()`` (one object fewer per service
+    that lives through the pass, for the garbage collector to walk)."""
+    limits = Limits(
         connect_timeout_ms=reader.get("connect_timeout"),
         read_timeout_ms=reader.get("read_timeout"),
         max_body_bytes=reader.get("max_body_size"),
@@ -309,6 +329,7 @@ def _limits(reader: _Reader) -> Limits:
         response_headers=_headers(reader),
         basic_auth_secret=reader.get("basic_auth_secret", ""),
     )
+    return _NO_LIMITS if limits == _NO_LIMITS else limits
 
 
 def _balance(reader: _Reader) -> str | None:

@@ -170,7 +170,7 @@ class Vocabulary:
 
     def family_key(self, family: str, meaning: str) -> str:
         """The key a user of ``family`` writes for our label ``meaning`` (for Problems)."""
-        return lb_key(meaning) if family == LB else self.key(meaning)
+        return family_key(self.prefix, family, meaning)
 
     def is_proxy(self, labels: Mapping[str, str]) -> bool:
         return self.key("ext.name") in labels
@@ -200,6 +200,13 @@ def _key(prefix: str, name: str) -> str:
     if not known:
         raise KeyError(f"label {name!r} is not declared in controller.vocabulary")
     return f"{prefix}.{name}"
+
+
+@functools.lru_cache(maxsize=4096)
+def family_key(prefix: str, family: str, meaning: str) -> str:
+    """The key a user of ``family`` writes for our label ``meaning``. Cached: readers and
+    Problems name keys for every service in every pass."""
+    return lb_key(meaning) if family == LB else _key(prefix, meaning)
 
 
 def label_kind(key: str, prefix: str) -> str:
