@@ -147,6 +147,23 @@ def load_md(part: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _k(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
+def _fit_md(fit: dict[str, Any] | None) -> list[str]:
+    """The growth exponents fitted over the larger sizes (least squares on log-log)."""
+    if not fit:
+        return []
+    return [
+        f"Growth fitted from {fit['from']:,} to {fit['to']:,} services (k in time ∝ "
+        f"services^k, least squares; 1.0 = linear): desired+render+plan **k = "
+        f"{_k(fit['k_total'])}** (CPU time {_k(fit['k_cpu'])}); desired {_k(fit['k_desired'])}, "
+        f"render {_k(fit['k_render'])}, plan {_k(fit['k_plan'])}.",
+        "",
+    ]
+
+
 def scale_md(part: dict[str, Any]) -> list[str]:
     lines = [
         "## 3. One pass without an engine",
@@ -155,23 +172,32 @@ def scale_md(part: dict[str, Any]) -> list[str]:
         "with 5-10 running tasks each, N/10 unrouted ones, two signal-mode proxies (nginx, "
         "HAProxy), converged (the plan comes out empty). Time: median of the repeats; memory: "
         "tracemalloc peak during the pass, beyond the snapshot it reads. `growth` = k in "
-        "time ∝ services^k from the previous size (1.0 = linear).",
+        "time ∝ services^k from the previous size (1.0 = linear). `CPU` = the pass's CPU time "
+        "(median; the machine is shared, and CPU time does not count waiting for a core). "
+        "`full GCs` = the garbage collector's full collections during the timed passes, and "
+        "their time: each walks every object the process holds.",
         "",
     ]
     rows = []
     for row in part["synthetic"]:
         exponent = row.get("total_s_exponent")
+        collections = row.get("full_collections")
         rows.append(
             [row["services"], row["tasks"], f"{row['config_bytes'] / 2**20:.1f} MiB",
              _ms(row["parse_s"]), _ms(row["desired_s"]), _ms(row["render_s"]),
              f"{row['plan_s'] * 1000:.1f} ms", _ms(row["total_s"]),
+             _ms(row["cpu_s"]) if "cpu_s" in row else "-",
              f"{exponent:.2f}" if exponent is not None else "-",
+             f"{collections} in {row['repeats']} ({_ms(row['full_collections_s'])})"
+             if collections is not None else "-",
              f"{row['pass_peak_bytes'] / 2**20:.1f} MiB",
              f"{row['snapshot_bytes'] / 2**20:.1f} MiB"]
         )  # fmt: skip
     header = ["services", "tasks", "configs (2 proxies)", "parse answers", "desired", "render",
-              "plan", "desired+render+plan", "growth k", "peak memory", "snapshot"]  # fmt: skip
+              "plan", "desired+render+plan", "CPU", "growth k", "full GCs (passes)",
+              "peak memory", "snapshot"]  # fmt: skip
     lines += _table(header, rows)
+    lines += _fit_md(part.get("fit"))
     lines += [
         "Docker API calls of a pass that finds nothing to write, on the real Swarm (one "
         "namespace, one signal-mode nginx proxy, routed services added; two have a running "

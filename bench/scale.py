@@ -1,8 +1,11 @@
 """Part 3: the cost of one pass as the Swarm grows.
 
-Without an engine: synthetic Swarms (``bench.synthetic``) of 100, 1,000 and 5,000 routed services
-with 5 to 10 tasks each; time and peak memory (tracemalloc) of desired + render + plan, the three
-pure steps of a pass, on a converged Swarm (the plan comes out empty, as in a steady state).
+Without an engine: synthetic Swarms (``bench.synthetic``) of 100, 1,000, 5,000 and 10,000 routed
+services with 5 to 10 tasks each; time and peak memory (tracemalloc) of desired + render + plan,
+the three pure steps of a pass, on a converged Swarm (the plan comes out empty, as in a steady
+state). Growth is fitted from 1,000 services up (k in time ~ services^k; 1.0 is linear), on wall
+time and on CPU time (the machine is shared: CPU time does not count waiting for a core), and the
+full garbage collections during the timed passes are counted (their cost grows with the heap).
 
 On the real Swarm: the Docker API calls of a pass that finds nothing to write, as routed services
 are added to one namespace (they must stay the same whatever the number of services).
@@ -10,11 +13,14 @@ are added to one namespace (they must stay the same whatever the number of servi
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
 import math
 import statistics
 import time
 import tracemalloc
+from collections.abc import Iterator
 from typing import Any
 
 from bench import progress
@@ -28,6 +34,7 @@ from controller.verify import render_all
 from tests.swarm.controlled import routed
 
 SIZES = (100, 1000, 5000, 10_000)  # 10,000 services: about 75,000 tasks
+FIT_FROM = 1000  # the fitted k: from here to the largest size (below, fixed costs dominate)
 SWARM_SIZES = (1, 10, 100, 250)  # past 200 the observer lists tasks without a service filter
 QUICK_SWARM_SIZES = (1, 10, 40)
 
@@ -41,8 +48,8 @@ def served_digests(snapshot: Snapshot, options: RenderOptions) -> dict[str, str]
 
 
 def one_pass(snapshot: Snapshot, options: RenderOptions, served: dict[str, str]) -> dict[str, Any]:
-    """desired + render + plan, timed step by step (seconds)."""
-    started = time.perf_counter()
+    """desired + render + plan, timed step by step (seconds), and the CPU time of the whole."""
+    started, cpu_started = time.perf_counter(), time.process_time()
     desired = desired_state(snapshot, PREFIX)
     after_desired = time.perf_counter()
     rendered, refused = render_all(desired, options)
@@ -52,13 +59,14 @@ def one_pass(snapshot: Snapshot, options: RenderOptions, served: dict[str, str])
         for d in desired.proxies
     }
     actions = plan(snapshot, PREFIX, deployable, served, keep_configs=3)
-    ended = time.perf_counter()
+    ended, cpu_ended = time.perf_counter(), time.process_time()
     assert not refused, refused
     return {
         "desired_s": after_desired - started,
         "render_s": after_render - after_desired,
         "plan_s": ended - after_render,
         "total_s": ended - started,
+        "cpu_s": cpu_ended - cpu_started,
         "actions": actions,
         "config_bytes": sum(len(r.text) for r in rendered.values()),
     }
@@ -100,6 +108,55 @@ def growth(rows: list[dict[str, Any]], key: str) -> None:
         row[f"{key}_exponent"] = math.log(ratio) / math.log(size_ratio) if ratio > 0 else None
 
 
+def fitted_k(rows: list[dict[str, Any]], key: str, smallest: int = FIT_FROM) -> float | None:
+    """Least-squares k in ``key`` ~ services^k over the sizes from ``smallest`` up: one figure for
+    the whole range, less at the mercy of one noisy size than the ratio of two neighbours."""
+    points = [
+        (math.log(r["services"]), math.log(r[key]))
+        for r in rows
+        if r["services"] >= smallest and r[key] > 0
+    ]
+    if len(points) < 2:
+        return None
+    mean_x = statistics.fmean(x for x, _ in points)
+    mean_y = statistics.fmean(y for _, y in points)
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
+
+
+@contextlib.contextmanager
+def full_collections() -> Iterator[dict[str, float]]:
+    """Counts the garbage collector's full (oldest-generation) collections and their seconds:
+    each walks every tracked object, so their share is what grows faster than the pass."""
+    found = {"count": 0, "seconds": 0.0}
+    started = [0.0]
+
+    def watch(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            found["count"] += 1
+            found["seconds"] += time.perf_counter() - started[0]
+
+    gc.callbacks.append(watch)
+    try:
+        yield found
+    finally:
+        gc.callbacks.remove(watch)
+
+
+def fits(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """k of each step, fitted from ``FIT_FROM`` services to the largest size."""
+    keys = ("desired_s", "render_s", "plan_s", "total_s", "cpu_s")
+    return {
+        "from": FIT_FROM,
+        "to": max(r["services"] for r in rows),
+        **{f"k_{key.removesuffix('_s')}": fitted_k(rows, key) for key in keys},
+    }
+
+
 def synthetic(quick: bool) -> list[dict[str, Any]]:
     options = RenderOptions()
     repeats = 2 if quick else 5
@@ -108,7 +165,8 @@ def synthetic(quick: bool) -> list[dict[str, Any]]:
         swarm = SyntheticSwarm(size)
         snapshot, held, parse_s = snapshot_memory(swarm)
         served = served_digests(snapshot, options)
-        runs = [one_pass(snapshot, options, served) for _ in range(repeats)]
+        with full_collections() as collected:
+            runs = [one_pass(snapshot, options, served) for _ in range(repeats)]
         assert not runs[0]["actions"], "a converged synthetic Swarm should plan nothing"
         row = {
             "services": size,
@@ -119,14 +177,18 @@ def synthetic(quick: bool) -> list[dict[str, Any]]:
             "snapshot_bytes": held,
             "pass_peak_bytes": peak_memory(snapshot, options, served),
             "repeats": repeats,
+            "full_collections": collected["count"],
+            "full_collections_s": collected["seconds"],
         }
-        for step in ("desired_s", "render_s", "plan_s", "total_s"):
+        for step in ("desired_s", "render_s", "plan_s", "total_s", "cpu_s"):
             row[step] = statistics.median(r[step] for r in runs)
         rows.append(row)
         progress(
             f"scale: {size} services, {row['tasks']} tasks: pass {row['total_s'] * 1000:.0f} ms "
             f"(desired {row['desired_s'] * 1000:.0f}, render {row['render_s'] * 1000:.0f}, "
-            f"plan {row['plan_s'] * 1000:.1f}), peak {row['pass_peak_bytes'] / 2**20:.1f} MiB"
+            f"plan {row['plan_s'] * 1000:.1f}; CPU {row['cpu_s'] * 1000:.0f}), "
+            f"peak {row['pass_peak_bytes'] / 2**20:.1f} MiB, "
+            f"{row['full_collections']} full collections in {repeats} passes"
         )
     growth(rows, "total_s")
     growth(rows, "pass_peak_bytes")
@@ -162,4 +224,5 @@ def on_swarm(quick: bool) -> list[dict[str, Any]]:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    return {"synthetic": synthetic(quick), "swarm": on_swarm(quick)}
+    rows = synthetic(quick)
+    return {"synthetic": rows, "fit": fits(rows), "swarm": on_swarm(quick)}
