@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only latency,load,scale,naive,nodes] [--out bench/results]``.
+"""``python -m bench [--quick] [--only latency,load,scale,naive,nodes,reloads] [--out DIR]``.
 
 Runs the parts in order on the test bed (brought up if needed: run as root, like the tests) and
 writes ``results.json`` and ``results.md`` into the output folder after every part, so an
@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import latency, load, naive, nodes, progress, report, scale
+from bench import latency, load, naive, nodes, progress, reloads, report, scale
 
 PARTS = {
     "latency": lambda quick, logs: latency.run(quick, logs),
@@ -24,8 +24,9 @@ PARTS = {
     "scale": lambda quick, logs: scale.run(quick),
     "naive": lambda quick, logs: naive.run(quick),
     "nodes": lambda quick, logs: nodes.run(quick, logs),
+    "reloads": lambda quick, logs: reloads.run(quick, logs),
 }
-ON_SWARM = {"latency", "load", "scale", "nodes"}
+ON_SWARM = {"latency", "load", "scale", "nodes", "reloads"}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -294,7 +294,38 @@ def nodes_md(part: dict[str, Any]) -> list[str]:
     return lines
 
 
+def reloads_md(part: dict[str, Any]) -> list[str]:
+    plan = part["plan"]
+    lines = [
+        "## HAProxy reloads: runtime API vs a reload on every change",
+        "",
+        "One signal-mode HAProxy proxy, the real `interlock run`; `runtime`: address changes "
+        "through HAProxy's runtime API (server slots), `reload`: the same controller with "
+        '`INTERLOCK_RUNTIME_DIR=""` (a reload on every change). Rolling update of 3 replicas '
+        f"with {plan['connections']} WebSocket connections to another backend held open; memory "
+        "= RSS of all the proxy's HAProxy processes, old workers included (peak during the "
+        "update); scale "
+        f"3 -> {' -> '.join(map(str, plan['scale']))}; {plan['changes']} host changes.",
+        "",
+    ]
+    rows = []
+    for row in part["rows"]:
+        rolled, scaled, routes = row["rolling_update"], row["scale"], row["route_changes"]
+        rows.append([
+            row["variant"],
+            f"{rolled['reloads']} / {rolled['runtime_updates']}",
+            f"{scaled['reloads']} / {scaled['runtime_updates']}",
+            f"{routes['reloads']} / {routes['runtime_updates']}",
+            f"{rolled['rss_before_mib']} → {rolled['rss_peak_mib']}",
+            f"{rolled['processes_before']} → {rolled['processes_peak']}",
+        ])  # fmt: skip
+    header = ["variant", "rolling update: reloads / runtime", "scale", "route changes",
+              "RSS MiB (before → peak)", "processes"]  # fmt: skip
+    return lines + _table(header, rows)
+
+
 SECTIONS = {
+    "reloads": reloads_md,
     "latency": latency_md,
     "load": load_md,
     "scale": scale_md,

@@ -71,6 +71,12 @@ def run_commands(path: str, commands: Sequence[str], timeout: float) -> None:
         raise RuntimeFailed(f"not applied: {'; '.join(missed[:3])}")
 
 
+def _has_socket(served: str, kind: str) -> bool:
+    """Whether the config the container serves opened a runtime socket (its proxy mounts the
+    runtime folder); without one every change reloads, as it always did, and nothing is said."""
+    return f'stats socket "{KINDS[kind].runtime_dir}/' in served
+
+
 @dataclass
 class Converger:
     """Applies configs to the containers of one engine (``inplace``), through the runtime API
@@ -103,7 +109,9 @@ class Converger:
             update = slots.plan(served, text)
         else:
             update = slots.Update(text, slots.reload_reason(served, text, endpoint_line))
-        done = update.runtime and self._runtime(container, kind, update)
+        done = (
+            update.runtime and _has_socket(served, kind) and self._runtime(container, kind, update)
+        )
         self.inplace.apply(container, kind, path, update.text, digest, files, signal=not done)
         outcome = RUNTIME if done else update.reason
         with self._lock:
