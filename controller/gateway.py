@@ -56,10 +56,16 @@ class Gateway:
     # -- engine helpers shared by the stages ----------------------------------------------
 
     def put_files(
-        self, container: str, folder: str, files: Mapping[str, str], mode: int = 0o644
+        self,
+        container: str,
+        folder: str,
+        files: Mapping[str, str],
+        mode: int = 0o644,
+        links: Mapping[str, str] | None = None,
     ) -> None:
-        """Write text files (names relative to ``folder``) into a container in one upload."""
-        self.put_archive(container, folder, tar_files(files, mode))
+        """Write text files (names relative to ``folder``) into a container in one upload;
+        ``links`` (name -> existing name) become hard links first, then the files are written."""
+        self.put_archive(container, folder, tar_files(files, mode, links))
 
     def read_file(self, container: str, path: str) -> str | None:
         """A file's text from inside a container (None when it is not there)."""
@@ -79,14 +85,28 @@ class Gateway:
         return self.exec_inspect(created["Id"])["ExitCode"], output.strip()
 
 
-def tar_files(files: Mapping[str, str], mode: int = 0o644) -> bytes:
-    """A tar archive of text files (parent folders included), as the archive upload takes it."""
+def tar_files(
+    files: Mapping[str, str], mode: int = 0o644, links: Mapping[str, str] | None = None
+) -> bytes:
+    """A tar archive of text files (parent folders included), as the archive upload takes it.
+
+    ``links`` (name -> an existing name, both relative to where it is extracted) come before the
+    files, in order: the engine extracts entries one by one, and the order is what a reader who
+    comes in between sees. A hard link replaces its name in one ``link(2)``: never a partial
+    file, unlike a file the engine writes in place.
+    """
     buffer = io.BytesIO()
-    folders = sorted({str(PurePosixPath(n).parent) for n in files} - {"."})
+    names = [*(links or {}), *files]
+    folders = sorted({str(PurePosixPath(n).parent) for n in names} - {"."})
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         for folder in folders:
             info = tarfile.TarInfo(folder)
             info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+            archive.addfile(info)
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(posixpath.normpath(name))
+            info.type, info.linkname = tarfile.LNKTYPE, posixpath.normpath(target)
+            info.mode, info.mtime = mode, int(time.time())
             archive.addfile(info)
         for name, text in files.items():
             data = text.encode()

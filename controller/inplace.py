@@ -15,13 +15,13 @@ import docker
 from .bounded import remember
 from .desired import Proxy
 from .plan import PushConfig, proxy_containers
-from .reload import DIGEST_SUFFIX, NEW_SUFFIX, CheckFailed, InPlace
+from .reload import DIGEST_SUFFIX, STAGED_SUFFIX, CheckFailed, InPlace
 from .runtime import Converger
 from .snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DIGEST_SUFFIX", "NEW_SUFFIX", "CheckFailed", "SignalPusher"]
+__all__ = ["DIGEST_SUFFIX", "STAGED_SUFFIX", "CheckFailed", "SignalPusher"]
 
 
 @dataclass

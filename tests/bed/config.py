@@ -18,12 +18,17 @@ def _env(name: str, default: str) -> str:
 
 @dataclass(frozen=True)
 class Images:
-    """The four local image names; tests and the controller get them from here, never hard-coded."""
+    """The local image names; tests and the controller get them from here, never hard-coded.
+
+    ``*_binonly``: the proxy's binary and its libraries alone (no shell), like a distroless image.
+    """
 
     nginx: str
     haproxy: str
     backend: str
     python: str
+    nginx_binonly: str
+    haproxy_binonly: str
 
     def as_dict(self) -> dict[str, str]:
         """Build-directory name (under ``tests/bed/images``) -> image name."""
@@ -32,6 +37,8 @@ class Images:
             "haproxy": self.haproxy,
             "backend": self.backend,
             "python": self.python,
+            "nginx_binonly": self.nginx_binonly,
+            "haproxy_binonly": self.haproxy_binonly,
         }
 
 
@@ -74,6 +81,8 @@ class BedConfig:
                 haproxy=_env("HAPROXY_IMAGE", "interlock-bed/haproxy:1"),
                 backend=_env("BACKEND_IMAGE", "interlock-bed/backend:1"),
                 python=_env("PYTHON_IMAGE", "interlock-bed/python:1"),
+                nginx_binonly=_env("NGINX_BINONLY_IMAGE", "interlock-bed/nginx-binonly:1"),
+                haproxy_binonly=_env("HAPROXY_BINONLY_IMAGE", "interlock-bed/haproxy-binonly:1"),
             ),
         )
 

@@ -207,23 +207,30 @@ class AgentEdge:
         return self.agents
 
     def deploy_proxy(
-        self, kind: str, nodes: Iterable[int] | None = None, mode: str = "signal"
+        self,
+        kind: str,
+        nodes: Iterable[int] | None = None,
+        mode: str = "signal",
+        image: str = "",
+        key: str = "",
     ) -> Service:
-        """A global proxy of ``kind`` on its own slot (signal mode unless told); its containers
+        """A global proxy of ``kind`` (``image``, default the bed's for ``kind``) on its own
+        slot (signal mode unless told), kept under ``key`` (default ``kind``); its containers
         carry the proxy label, which is what lets an agent touch them."""
-        image = self.swarm.images.nginx if kind == "nginx" else self.swarm.images.haproxy
-        self.slots[kind] = self.swarm.slot()
+        image = image or (self.swarm.images.nginx if kind == "nginx" else self.swarm.images.haproxy)
+        key = key or kind
+        self.slots[key] = self.swarm.slot()
         labels = {self.label("ext.name"): kind, self.label("ext.mode"): mode}
-        self.proxies[kind] = self.swarm.global_service(
-            f"{kind}-proxy",
+        self.proxies[key] = self.swarm.global_service(
+            f"{key}-proxy",
             image,
             nodes=nodes,
-            slot=self.slots[kind],
+            slot=self.slots[key],
             labels=labels,
             container_labels={self.label("ext.name"): kind},
             networks=[self.net.name],
         )
-        return self.proxies[kind]
+        return self.proxies[key]
 
     def app(self, suffix: str, host: str, replicas: int | None = None, **kwargs: Any) -> Service:
         """A backend routed to ``host``: global (a task per node) unless ``replicas`` is given

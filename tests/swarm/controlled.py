@@ -70,10 +70,10 @@ class Routed:
         self.swarm.wait_running(self.proxy)
         return self.proxy
 
-    def proxy_container(self, kind: str) -> int:
-        """A plain `docker run` proxy of the bed's image for ``kind`` (always signal mode),
-        published on 127.0.0.1:self.port; returns the port."""
-        image = self.swarm.images.nginx if kind == "nginx" else self.swarm.images.haproxy
+    def proxy_container(self, kind: str, image: str = "") -> int:
+        """A plain `docker run` proxy of ``image`` (default: the bed's image for ``kind``),
+        always in signal mode, published on 127.0.0.1:self.port; returns the port."""
+        image = image or (self.swarm.images.nginx if kind == "nginx" else self.swarm.images.haproxy)
         self.port = free_port()
         self.swarm.container(
             f"{kind}-edge",
