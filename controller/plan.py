@@ -227,14 +227,18 @@ def mounted_config(snapshot: Snapshot, proxy: Proxy) -> str:
 
 
 def proxy_containers(snapshot: Snapshot, proxy: Proxy) -> list[str]:
-    """Running containers of a proxy on the controller's engine, which signal mode can reach."""
+    """Running containers of a proxy on the controller's engine, which signal mode can reach;
+    each once, even if listed twice (two agents reporting one container): a push is a reload,
+    and a pass reloads a container at most once."""
     if proxy.container_id:
-        return [c.id for c in snapshot.containers if c.id == proxy.container_id]
-    return [
-        c.id
-        for c in snapshot.containers
-        if c.service_id == proxy.service_id and c.state == "running"
-    ]
+        found = [c.id for c in snapshot.containers if c.id == proxy.container_id]
+    else:
+        found = [
+            c.id
+            for c in snapshot.containers
+            if c.service_id == proxy.service_id and c.state == "running"
+        ]
+    return list(dict.fromkeys(found))
 
 
 def unreachable_tasks(snapshot: Snapshot, proxy: Proxy) -> int:
@@ -451,7 +455,7 @@ def deploy_problems(
     found = []
     for _name, target in sorted(deployable.items()):
         found += rolling_problems(snapshot, prefix, target)
-    return found
+    return list(dict.fromkeys(found))
 
 
 def _rolling(snapshot, prefix, target: Deployable, existing: Mapping[str, Config]) -> list:
