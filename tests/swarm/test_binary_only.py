@@ -73,6 +73,18 @@ def pids(client, container: str) -> set[str]:
     return {row[0] for row in top["Processes"]}
 
 
+def settled_pids(client, container: str) -> set[str]:
+    """The container's PIDs once they stay the same for half a second (a reload is over)."""
+    last: set[str] = set()
+
+    def same() -> set[str] | None:
+        nonlocal last
+        now, last = last, pids(client, container)
+        return last if now == last else None
+
+    return wait_until(same, 10, 0.5, "no process starting or ending")
+
+
 def container_of(swarm, kind: str) -> str:
     (found,) = swarm.client.containers.list(filters={"name": swarm.name(f"{kind}-edge")})
     return found.id
@@ -157,7 +169,7 @@ def test_a_refused_push_leaves_the_live_file_and_digest_as_they_were(swarm, bed)
         started = time.monotonic()
         InPlace(gateway).apply(container, kind, path, text, digest)
         print(f"{kind}: applied in {time.monotonic() - started:.3f}s")
-        before = pids(swarm.client, container)
+        before = settled_pids(swarm.client, container)  # the reload just signalled is done
         with pytest.raises(CheckFailed, match=f"^{kind} refused the config: .+"):
             InPlace(gateway).apply(container, kind, path, "this is { not a config\n", "f" * 64)
         assert gateway.read_file(container, path) == text
