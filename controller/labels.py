@@ -84,6 +84,7 @@ class AppSpec:
     ssl_backend: bool = False  # TLS to the tasks
     ssl_backend_verify: bool = False  # ... verified against the system's CAs and the Host
     ssl_passthrough: bool = False  # TLS passed through by SNI: the tasks terminate it
+    acme: bool = False  # its hosts get certificates from the ACME CA (unless ssl_cert names one)
 
     def uses(self) -> tuple[str, ...]:
         """The labels (our names) of the features this spec asks for that a proxy kind may
@@ -408,6 +409,7 @@ def parse_app(
         ssl_backend=reader.get("ssl_backend", False),
         ssl_backend_verify=reader.get("ssl_backend_tls_verify", False),
         ssl_passthrough=reader.get("ssl_passthrough", False),
+        acme=reader.get("acme", False),
     )
     reader.get("websocket_endpoint")
     if reader.get("backend_mode") == "vip":

@@ -148,6 +148,29 @@ class Settings(BaseSettings):
         128, ge=2, le=10_000, description="agents' API connections served at once"
     )
 
+    acme_directory: str = Field(
+        "https://acme-v02.api.letsencrypt.org/directory",
+        description="ACME directory URL (Let's Encrypt production; staging: "
+        "https://acme-staging-v02.api.letsencrypt.org/directory)",
+    )
+    acme_email: str = Field("", description="contact e-mail of the ACME account (optional)")
+    acme_key_type: Literal["ec256", "ec384", "rsa2048"] = Field(
+        "ec256", description="key type of the certificates' keys"
+    )
+    acme_renew_days: float = Field(
+        30.0, gt=0, le=3650, description="renew a certificate this many days before it expires"
+    )
+    acme_ca_bundle: str = Field(
+        "", description="PEM bundle trusted for the ACME directory's HTTPS ('' the system's)"
+    )
+    acme_account_key_file: str = Field(
+        "/run/secrets/interlock-acme-account",
+        description="the ACME account's EC P-256 key (PEM), a Docker secret mounted here",
+    )
+    acme_retry_seconds: float = Field(
+        60.0, gt=0, le=86400, description="first back-off after a failed order (x5 each time)"
+    )
+
     @field_validator("agent_url")
     @classmethod
     def _is_agent_url(cls, value: str) -> str:

@@ -135,14 +135,19 @@ class Config:
     labels: Mapping[str, str]
     created_at: str
     digest: str = ""
+    # The text of a small record the controller keeps (an ACME order, ``acme.py``); ""
+    # for every other config (a proxy's configuration is compared by its digest only).
+    data: str = field(default="", repr=False, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
 class Secret:
-    """A Docker secret's name: the Engine API never returns a secret's data, nor do we want it."""
+    """A Docker secret's name and labels: the Engine API never returns a secret's data, nor do
+    we want it (the ACME certificates' host and expiry are in their labels)."""
 
     id: str
     name: str
+    labels: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -310,7 +315,27 @@ def config_from_api(raw: Mapping[str, Any]) -> Config:
         labels=_labels(spec.get("Labels")),
         created_at=str(raw.get("CreatedAt", "")),
         digest=_config_digest(spec),
+        data=_record_text(spec),
     )
+
+
+RECORD_MARK = ".ext.acme"  # a label key ending so marks a record whose text a pass reads
+_RECORD_LIMIT = 16_384
+
+
+def _record_text(spec: Mapping[str, Any]) -> str:
+    """The data of a config that one of the controller's records marks ("" for others, so
+    that proxy configurations are not held twice in every snapshot)."""
+    labels = spec.get("Labels") or {}
+    encoded = spec.get("Data")
+    if not any(str(k).endswith(RECORD_MARK) for k in labels) or not isinstance(encoded, str):
+        return ""
+    if len(encoded) > _RECORD_LIMIT:
+        return ""
+    try:
+        return base64.b64decode(encoded, validate=True).decode()
+    except (binascii.Error, ValueError):
+        return ""
 
 
 def container_from_api(raw: Mapping[str, Any]) -> Container:
@@ -357,7 +382,14 @@ def snapshot_from_api(
         containers=tuple(sorted((container_from_api(c) for c in containers), key=lambda c: c.id)),
         secrets=tuple(
             sorted(
-                (Secret(s["ID"], s.get("Spec", {}).get("Name", "")) for s in secrets),
+                (
+                    Secret(
+                        s["ID"],
+                        s.get("Spec", {}).get("Name", ""),
+                        _labels(s.get("Spec", {}).get("Labels")),
+                    )
+                    for s in secrets
+                ),
                 key=lambda s: s.name,
             )
         ),

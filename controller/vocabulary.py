@@ -75,6 +75,7 @@ APP_LABELS: tuple[Declared, ...] = (
     Declared("ip_allow", g.cidr_list, "client addresses allowed (CIDRs); others get 403"),
     Declared("response_header", g.header_value, "`response_header.<Name>`: set that header"),
     Declared("basic_auth_secret", g.name, "Docker secret with an htpasswd file (nginx)"),
+    Declared("acme", g.boolean, "certificates for the service's hosts from the ACME CA"),
 )
 # Interlock 2's labels (``com.docker.lb.<name>``), each standing for one of ours.
 LB_LABELS: tuple[Declared, ...] = (
@@ -112,6 +113,8 @@ LB_BY_NAME = {label.name: label for label in LB_LABELS}
 LB_BY_MEANING = {label.meaning: label for label in LB_LABELS}
 # Marks the controller puts on what it creates (configs, check containers and services).
 OWN_MARKS = ("ext.owned", "ext.proxy", "ext.digest", "ext.check", "ext.controller")
+# On the ACME certificates, keys and order records (``acme.py``): what it is, for which host.
+ACME_MARKS = ("ext.acme", "ext.acme_host", "ext.acme_version", "ext.acme_expires")
 
 
 def is_alias(name: str) -> bool:
@@ -196,7 +199,8 @@ class Vocabulary:
 @functools.lru_cache(maxsize=4096)
 def _key(prefix: str, name: str) -> str:
     """Cached: keys are built for every label of every service in every pass."""
-    known = declared_name(name) in APP or name in PROXY or name in OWN_MARKS or name == "*"
+    known = declared_name(name) in APP or name in PROXY or name in OWN_MARKS + ACME_MARKS
+    known = known or name == "*"
     if not known:
         raise KeyError(f"label {name!r} is not declared in controller.vocabulary")
     return f"{prefix}.{name}"
