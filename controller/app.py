@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import docker
 
+from .acmeworker import AcmeWorker
 from .act import Executor
 from .agentapi import new_board, start_agents
 from .beacon import Beacon
@@ -45,6 +46,7 @@ class Controller:
     loop: Loop
     telemetry: Telemetry
     board: Board | None = None  # agent mode: every node's agent reports here
+    acme: AcmeWorker | None = None  # orders ACME certificates in a thread of its own
 
     @classmethod
     def from_settings(
@@ -83,8 +85,15 @@ class Controller:
         telemetry = build_telemetry(settings, api)
         counted = board if board is not None else pusher.converger
         telemetry.count_reloads(lambda: dict(counted.totals))
-        loop = Loop(reconciler, api, settings.poll_interval, telemetry.record, words.check)
-        return cls(settings, api, reconciler, loop, telemetry, board)
+        worker = AcmeWorker(api, settings)
+
+        def on_pass(result, error) -> None:
+            telemetry.record(result, error)
+            worker.offer(result, error)
+
+        loop = Loop(reconciler, api, settings.poll_interval, on_pass, words.check)
+        worker.wake = loop.wake.set
+        return cls(settings, api, reconciler, loop, telemetry, board, worker)
 
     def serve(self) -> None:
         """The metrics endpoint, beacon and scraper, then the loop, which feeds them each pass."""
@@ -97,9 +106,13 @@ class Controller:
             if self.board
             else None
         )
+        if self.acme is not None:
+            self.acme.start()
         try:
             self.loop.run()
         finally:
+            if self.acme is not None:
+                self.acme.stop.set()
             if agents:
                 agents.stop()
             for part in parts:

@@ -126,6 +126,20 @@ class HostTls:
 
 
 @dataclass(frozen=True)
+class Challenge:
+    """An ACME HTTP-01 answer the proxy serves (``acme.py``): ``GET <path>`` on ``host`` ->
+    ``keyauth``, ahead of whatever else the host routes."""
+
+    host: str
+    token: str
+    keyauth: str
+
+    @property
+    def path(self) -> str:
+        return f"/.well-known/acme-challenge/{self.token}"
+
+
+@dataclass(frozen=True)
 class DesiredProxy:
     proxy: Proxy
     routes: tuple[Route, ...]
@@ -136,6 +150,7 @@ class DesiredProxy:
     redirects: tuple[HostRedirect, ...] = ()
     default_backend: str = ""  # the backend answering hosts no route serves ("" 404)
     secret_files: tuple[SecretFile, ...] = ()  # mounted beside the certificates (plan)
+    challenges: tuple[Challenge, ...] = ()  # ACME answers of pending orders (acme.py)
 
 
 @dataclass(frozen=True)

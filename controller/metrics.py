@@ -414,6 +414,7 @@ class Telemetry:
             registry=r,
         )
         r.register(PassCollector(self))
+        r.register(AcmeCollector(self))
         r.register(ServerCollector(self))
         self.beacon: Beacon | None = None
         self.scraper: scrape.Scraper | None = None
@@ -512,6 +513,39 @@ def serve_http(telemetry: Telemetry, address: str, port: int, timeout: float = 5
             self.wfile.write(body)
 
     return SmallServer(address, port, Handler, timeout=timeout, name="interlock-metrics").start()
+
+
+class AcmeCollector:
+    """Automatic HTTPS as the last pass saw it in the Swarm (``acme.py``): read at scrape time,
+    so a host that stops asking for a certificate leaves the series."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+
+    def collect(self) -> Iterable[Metric]:
+        result = self.telemetry.latest
+        found = result.acme if result is not None else None
+        expiry = GaugeMetricFamily(
+            f"{NS}_acme_certificate_expiry_timestamp_seconds",
+            "Unix time the newest ACME certificate of a host expires (hosts asking for one).",
+            labels=["host"],
+        )
+        failed = GaugeMetricFamily(
+            f"{NS}_acme_failed_attempts",
+            "Failed orders in a row of a host (0: none); it is backed off meanwhile.",
+            labels=["host"],
+        )
+        wanted = found.wanted if found else {}
+        for host in sorted(wanted):
+            if found and host in found.issued:
+                expiry.add_metric([host], found.issued[host].expires)
+            attempts = found.failures[host].attempt if found and host in found.failures else 0
+            failed.add_metric([host], attempts)
+        orders = GaugeMetricFamily(
+            f"{NS}_acme_orders_in_flight", "ACME orders recorded in the Swarm and not done yet."
+        )
+        orders.add_metric([], len(found.orders) if found else 0)
+        yield from (expiry, failed, orders)
 
 
 class ServerCollector:

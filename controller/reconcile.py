@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
-from . import certcheck, identity
+from . import acme, certcheck, identity
 from . import plan as planning
 from .act import Executor
 from .certcheck import CertificateChecker
@@ -148,6 +148,10 @@ class Reconciler:
         desired = desired_state(
             snapshot, prefix, self.settings.mode, trust(self.settings), self.settings.families
         )
+        # ACME: certificates in Swarm secrets served, pending challenges answered (acme.py).
+        acme_state = acme.state(snapshot, desired, prefix)
+        retry = self.settings.acme_retry_seconds
+        desired = acme.with_acme(desired, acme_state, prefix, time.time(), retry)
         signal_proxies = [d.proxy for d in desired.proxies if d.proxy.mode == "signal"]
         served = self.served(snapshot, signal_proxies) if signal_proxies else {}
         if self.cert_checker is not None:  # a certificate a proxy cannot load never reaches it
@@ -164,6 +168,7 @@ class Reconciler:
         result = PassResult(
             pass_id, snapshot, desired, rendered, actions, outcomes, problems, refused
         )
+        result.acme = acme_state
         result.seconds = time.monotonic() - started
         result.api_calls = self.api_calls() - calls_before
         _log_pass(result, self.last)

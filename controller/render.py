@@ -26,7 +26,7 @@ from pathlib import Path
 import jinja2
 
 from . import slots
-from .desired import Backend, Certificate, DesiredProxy, Route
+from .desired import Backend, Certificate, Challenge, DesiredProxy, Route
 from .grammar import HEADER_VALUE_CHARS
 from .kinds import KINDS, ProxyKind
 
@@ -277,6 +277,13 @@ def _haproxy_order(route: Route) -> tuple[str, int, str]:
     return route.host, -len(route.path), route.path
 
 
+def _challenges_by_host(challenges: Iterable[Challenge]) -> dict[str, list[Challenge]]:
+    found: dict[str, list[Challenge]] = {}
+    for challenge in challenges:
+        found.setdefault(challenge.host, []).append(challenge)
+    return found
+
+
 def render(desired: DesiredProxy, options: RenderOptions) -> Rendered:
     """The whole configuration file of one proxy. Same input, same bytes, same digest."""
     backends = {backend.name: backend for backend in desired.backends}
@@ -312,6 +319,8 @@ def render(desired: DesiredProxy, options: RenderOptions) -> Rendered:
         backend_of=backends,  # a route's backend, e.g. for the service it logs as its route
         host_tls={tls.host: tls for tls in desired.tls},
         certificates=desired.certificates,
+        challenges=desired.challenges,
+        challenges_of=_challenges_by_host(desired.challenges),
         crt_list=next((p for p in files if p.endswith(CRT_LIST_SUFFIX)), ""),
         server_names_hash=nginx_name_hash(route.host for route in desired.routes),
         variables_hash_size=variables_hash_size(desired.backends),

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from .acme import AcmeState
 from .desired import Desired
 from .labels import Problem
 from .plan import Action
@@ -35,6 +36,7 @@ class PassResult:
     refused: dict[str, str]  # proxy name -> why its config was not deployed
     seconds: float = 0.0
     api_calls: int = 0
+    acme: AcmeState = field(default_factory=AcmeState)  # certificates, orders, failures
 
     @property
     def errors(self) -> list[str]:

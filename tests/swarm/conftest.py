@@ -15,6 +15,8 @@ Fixtures:
 Multi-node tests use ``cluster``, ``cluster_swarm`` and ``cluster_swarm_exclusive`` from
 :mod:`tests.swarm.cluster_fixtures` (a 3-node Swarm of node containers on the bed; see there).
 
+``pebble`` (session) is a real ACME CA on 127.0.0.1 (:mod:`tests.swarm.pebble`).
+
 Plain helpers live in :mod:`tests.bed.probes`: ``free_port()``, ``http_get(port, host_header,
 path="/", timeout=5.0)`` -> (status, body), ``wait_until(predicate, timeout, interval)``.
 """
@@ -36,8 +38,17 @@ from tests.swarm.cluster_fixtures import (  # noqa: F401 (fixtures and a hook, u
     cluster_swarm_exclusive,
     pytest_terminal_summary,
 )
+from tests.swarm.pebble import Pebble, start_pebble
 
 HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="session")
+def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
+    """One real ACME CA (Debian's pebble, on 127.0.0.1) for the whole session."""
+    ca = start_pebble(tmp_path_factory.mktemp("pebble"))
+    yield ca
+    ca.stop()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -46,12 +46,12 @@ class Routed:
         return f"{self.prefix}.{suffix}"
 
     def proxy_service(
-        self, kind: str, mode: str = "rolling", tls: bool = False, **labels: str
+        self, kind: str, mode: str = "rolling", tls: bool = False, port: int = 0, **labels: str
     ) -> Service:
         """A proxy service of the bed's image for ``kind``, published on 127.0.0.1:self.port
-        (and its port 443 on 127.0.0.1:self.tls_port with ``tls``)."""
+        (``port``, or a free one; and its port 443 on 127.0.0.1:self.tls_port with ``tls``)."""
         image = self.swarm.images.nginx if kind == "nginx" else self.swarm.images.haproxy
-        self.port = free_port()
+        self.port = port or free_port()
         ports = [{"Protocol": "tcp", "PublishedPort": self.port, "TargetPort": 80,
                   "PublishMode": "host"}]  # fmt: skip
         if tls:

@@ -131,7 +131,8 @@ def start_pebble(folder: Path) -> Pebble:
          "-defaultIPv4", LOOPBACK, "-defaultIPv6", ""],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    env = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0", "PATH": "/usr/bin:/bin"}
+    env = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0", "PEBBLE_AUTHZREUSE": "0",
+           "PATH": "/usr/bin:/bin"}  # fmt: skip
     ca = subprocess.Popen(
         ["pebble", "-config", str(folder / "pebble.json"), "-dnsserver", f"{LOOPBACK}:{dns}"],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder,
