@@ -252,11 +252,11 @@ class AcmeWorker:
         remove = self.api.remove_secret if step.kind == "secret" else self.api.remove_config
         try:
             self._write(lambda: remove(step.id))
-            event(log, "acme_removed", kind=step.kind, name=step.name)
+            event(log, "acme_removed", kind=step.kind, record=step.name)
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as error:  # in use by a task still stopping: next round
-            event(log, "acme_remove_failed", logging.DEBUG, name=step.name, error=str(error))
+            event(log, "acme_remove_failed", logging.DEBUG, record=step.name, error=str(error))
 
     def _write(self, call: Callable[[], object]) -> None:
         self.written = time.monotonic()

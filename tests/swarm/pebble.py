@@ -103,9 +103,9 @@ class Pebble:
                 process.kill()
 
 
-def start_pebble(folder: Path) -> Pebble:
+def start_pebble(folder: Path, validity: int = VALIDITY_SECONDS) -> Pebble:
     """pebble and its DNS server on free ports of 127.0.0.1, validating HTTP-01 on a port
-    reserved for the tests' proxies."""
+    reserved for the tests' proxies; its certificates live ``validity`` seconds."""
     folder.mkdir(parents=True, exist_ok=True)
     cert, key = _self_signed_tls(folder)
     api, management, dns, http_port = free_port(), free_port(), free_port(), free_port()
@@ -119,7 +119,7 @@ def start_pebble(folder: Path) -> Pebble:
             "tlsPort": free_port(),
             "ocspResponderURL": "",
             "externalAccountBindingRequired": False,
-            "certificateValidityPeriod": VALIDITY_SECONDS,
+            "certificateValidityPeriod": validity,
         }
     }
     (folder / "pebble.json").write_text(json.dumps(config))

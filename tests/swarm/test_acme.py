@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from controller.acmeclient import key_pem
 from tests.bed.probes import LOOPBACK, free_port, http_get, wait_until
 from tests.swarm.controlled import ControllerProcess, routed, run_cli
+from tests.swarm.load import Load, report
+from tests.swarm.pebble import start_pebble
 from tests.swarm.test_tls import https_get
 
 KINDS = ["nginx", "haproxy"]
@@ -148,3 +150,51 @@ def test_a_controller_killed_in_the_middle_of_an_order_orders_once(
     print(f"orders at pebble: {orders}; restarted: {second.count('acme_order_started')}")
     assert orders == 1
     assert "acme_order_started" not in second and "acme_certificate_issued" in second
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_certificate_is_renewed_before_it_expires_and_the_old_one_removed(
+    kind, swarm, bed, tmp_path
+):
+    """Its own pebble, with 60-second certificates: renewed at half their lifetime."""
+    ca = start_pebble(tmp_path / "pebble", validity=60)
+    try:
+        env = acme_env(ca, tmp_path)
+        lab = routed(swarm, bed.docker_host)
+        lab.proxy_service(kind, mode="signal", tls=True, port=ca.http_port)
+        host = f"renew-{swarm.id}.example.com"
+        lab.app("web", hostname=host, port="8080", acme="true")
+        root = str(tmp_path / "pebble-root.pem")
+        with ControllerProcess(bed.docker_host, swarm.id, str(tmp_path / "ctl.log"), **env) as ctl:
+            first = wait_until(lambda: served_certificate(lab.tls_port, host, root), 90, 0.5, "1st")
+            issued = time.monotonic()
+            before = acme_secrets(swarm)
+            https_failures, https_ok = 0, 0
+            with Load(lab.port, host, seconds=50) as load:
+                second = None
+                while time.monotonic() - issued < 48 and second is None:
+                    served = served_certificate(lab.tls_port, host, root)
+                    https_ok += served is not None
+                    https_failures += served is None
+                    if served is not None and served.serial_number != first.serial_number:
+                        second, renewed_after = served, time.monotonic() - issued
+                    time.sleep(0.25)
+            result = load.result or load.wait()
+            assert second is not None, "no renewed certificate served"
+            # The first version goes once no proxy mounts it any more.
+            wait_until(lambda: not before & acme_secrets(swarm), 30, 0.5, "old version removed")
+            log = ctl.logs()
+        report(f"acme renewal under load, {kind}", result)
+        print(
+            f"{kind}: renewed {renewed_after:.1f}s after the first certificate; HTTP load "
+            f"{result.requests} requests, {result.failed} failed; HTTPS probes {https_ok} ok, "
+            f"{https_failures} failed"
+        )
+        assert second.not_valid_before_utc > first.not_valid_before_utc
+        assert log.count("acme_certificate_issued") >= 2
+    finally:
+        ca.stop()
+
+
+def acme_secrets(swarm) -> set[str]:
+    return {s.name for s in swarm.client.secrets.list(filters={"label": f"{swarm.id}.ext.acme"})}

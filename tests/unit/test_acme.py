@@ -123,7 +123,14 @@ def test_a_pending_challenge_is_answered_by_the_real_proxy_config(kind, tmp_path
     (tmp_path / f"{cert.file}.key").write_text(checkcert.KEY)
     options = RenderOptions(secrets_dir=str(tmp_path))
     rendered = render(one, options)
-    assert f"/.well-known/acme-challenge/{TOKEN}" in rendered.text and KEYAUTH in rendered.text
+    path = f"/.well-known/acme-challenge/{TOKEN}"
+    answer = {
+        "ngx": f"location = {path} {{\n            default_type text/plain;\n"
+        f"            return 200 {KEYAUTH};",
+        "hap": f"http-request return status 200 content-type text/plain string {KEYAUTH} "
+        f"if {{ var(txn.host) -m str {HOST} }} {{ path -m str {path} }}",
+    }[kind]
+    assert answer in rendered.text
     checked = real_check(one.proxy.spec.kind, rendered.text, tmp_path, rendered.files)
     assert checked.returncode == 0, checked.stderr
     assert TOKEN not in render(proxies(world(secrets=issued)[1])[kind], options).text
