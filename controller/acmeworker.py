@@ -46,6 +46,7 @@ from .result import PassResult
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+SETTLE_SECONDS = 2.0  # a challenge served this long everywhere is validated
 
 
 @dataclass
@@ -59,8 +60,9 @@ class AcmeWorker:
     written: float = field(default=0.0, init=False)  # monotonic time of the last write
     ready: threading.Event = field(default_factory=threading.Event, init=False)
     stop: threading.Event = field(default_factory=threading.Event, init=False)
-    # Counters for metrics: orders started, certificates issued, failed attempts.
-    counts: dict[str, int] = field(default_factory=dict, init=False)
+    # Orders whose challenge the last pass found served everywhere (token -> that pass's id).
+    quiet: dict[str, tuple[str, float]] = field(default_factory=dict, init=False)
+    pass_id: str = field(default="", init=False)  # of the result the current round acts on
 
     @property
     def prefix(self) -> str:
@@ -94,6 +96,7 @@ class AcmeWorker:
     def round(self, result: PassResult) -> int:
         """Every step the Swarm's state asks for now; returns how many were done."""
         settings = self.settings
+        self.pass_id = result.pass_id
         todo = acme.steps(
             result.acme,
             result,
@@ -160,7 +163,6 @@ class AcmeWorker:
             )
         )
         url, order = client.new_order(host)
-        self._count("orders")
         challenge = client.http01(order["authorizations"][0])
         record = {
             "host": host,
@@ -182,11 +184,11 @@ class AcmeWorker:
         client, order = self._client(), step.order
         found = client.get(order.url)
         status = found.get("status")
-        if status == "pending" and step.served:
+        if status == "pending" and self._settled(step):
             challenge = client.get(order.challenge_url)
             if challenge.get("status") == "pending":
                 client.respond(order.challenge_url)
-                event(log, "acme_challenge_answered", host=order.host)
+                event(log, "acme_challenge_answered", host=order.host, seen=self.pass_id)
         elif status == "ready":
             client.finalize(found["finalize"], _unb64(order.csr))
             event(log, "acme_order_finalized", host=order.host)
@@ -194,6 +196,19 @@ class AcmeWorker:
             self._issued(order, client.certificate(found["certificate"]))
         elif status == "invalid":
             raise AcmeError(f"the CA refused the order: {self._why(found)}", 400, "invalid")
+
+    def _settled(self, step: acme.Advance) -> bool:
+        """Served for ``SETTLE_SECONDS`` and in two passes in a row: a proxy signalled just
+        before may still be starting its new worker (an HAProxy reload on a busy node takes a
+        moment), and a failed validation costs the host a back-off and the CA's failure limit."""
+        token, seen = step.order.token, self.quiet.get(step.order.token)
+        if not step.served:
+            self.quiet.pop(token, None)
+            return False
+        if seen is None:
+            self.quiet[token] = (self.pass_id, time.monotonic())
+            return False
+        return seen[0] != self.pass_id and time.monotonic() - seen[1] >= SETTLE_SECONDS
 
     def _why(self, order: dict) -> str:
         """The CA's words on a failed authorization (its challenge's error)."""
@@ -212,7 +227,6 @@ class AcmeWorker:
         )
         data = chain.encode()
         self._write(lambda: self.api.create_secret(order.cert_secret, data, labels=labels))
-        self._count("issued")
         self._write(lambda: self.api.remove_config(order.config_id))
         event(
             log,
@@ -227,7 +241,6 @@ class AcmeWorker:
     def _failed(self, host: str, attempt: int, error: str, order: acme.Order | None) -> None:
         """Record the failure (the back-off is read from it by every later pass)."""
         now = self.clock()
-        self._count("failed")
         event(log, "acme_order_failed", logging.WARNING, host=host, attempt=attempt, error=error)
         record = {
             "host": host,
@@ -265,9 +278,6 @@ class AcmeWorker:
         finally:
             self.written = time.monotonic()
             self.wake()
-
-    def _count(self, what: str) -> None:
-        self.counts[what] = self.counts.get(what, 0) + 1
 
 
 def _unb64(text: str) -> bytes:

@@ -14,6 +14,7 @@ APT_PACKAGES=(
   curl wrk           # manual probes and load tests against 127.0.0.1
   prometheus         # the dashboard test queries a real Prometheus (run on 127.0.0.1 only)
   tmux               # `interlock top` is tested in a real terminal
+  pebble             # an RFC 8555 test CA (and pebble-challtestsrv) for the ACME tests, on 127.0.0.1
 )
 
 
