@@ -308,6 +308,7 @@ def render(desired: DesiredProxy, options: RenderOptions) -> Rendered:
         routes=sorted(http_routes, key=_haproxy_order),
         passthrough=[r for r in desired.routes if r.passthrough],
         hosts=[(host, list(group)) for host, group in groupby(http_routes, lambda r: r.host)],
+        rooted={r.host for r in http_routes if not r.path},  # hosts with a route for all paths
         redirects={r.host: r for r in desired.redirects},
         default_backend=backends[default] if default else None,
         default_route=Route("", "", False, default) if default else None,

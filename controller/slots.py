@@ -19,6 +19,7 @@ next runtime change; a freed slot is reused last.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -79,14 +80,20 @@ def initial(targets: Sequence[str], weights: Sequence[int] = ()) -> tuple[Slot, 
         Slot(f"t{i}", target, weights[i - 1] if weights else None, True)
         for i, target in enumerate(targets, 1)
     ]
-    free = [Slot(f"t{i}") for i in range(len(targets) + 1, capacity(len(targets)) + 1)]
-    return tuple(filled + free)
+    return (*filled, *_free(len(targets) + 1, capacity(len(targets))))
+
+
+@functools.lru_cache(maxsize=64)
+def _free(first: int, last: int) -> tuple[Slot, ...]:
+    """Free slots ``first`` to ``last``: alike in every backend with as many tasks, so made once
+    (a pass renders about ten of them for every backend)."""
+    return tuple(Slot(f"t{i}") for i in range(first, last + 1))
 
 
 def server_line(slot: Slot, options: str) -> str:
     """The config line of a slot (``options``: the backend's, e.g. " check"); the one format
     ``parse`` reads back."""
-    if not _ADDRESS.fullmatch(slot.target) and slot.target != FREE:
+    if slot.target != FREE and not _ADDRESS.fullmatch(slot.target):
         raise ValueError(f"not an IPv4 address and port: {slot.target!r}")
     weight = f" weight {slot.weight}" if slot.weight is not None else ""
     disabled = "" if slot.enabled else " disabled"
