@@ -256,6 +256,9 @@ def nodes_md(part: dict[str, Any]) -> list[str]:
         got = part.get(mode)
         if not got:
             continue
+        if "error" in got["latency"]:
+            rows.append([mode, "failed: " + got["latency"]["error"], "", "", "", "", ""])
+            continue
         for op in ("create", "remove", "all"):
             one = got["latency"][op]
             rows.append(
@@ -276,6 +279,9 @@ def nodes_md(part: dict[str, Any]) -> list[str]:
             continue
         for scenario in ("route_changes", "rolling_update"):
             one = got[scenario]
+            if "error" in one:
+                rows.append([mode, f"{scenario} failed: {one['error']}", "", "", "", "", "", ""])
+                continue
             what = (
                 f"{one['changes']} route changes"
                 if scenario == "route_changes"
