@@ -103,6 +103,7 @@ class AcmeState:
     failures: Mapping[str, Failure] = field(default_factory=dict)
     records: tuple[Config, ...] = ()  # every order and failure config (for clean-up)
     secrets: tuple[Secret, ...] = ()  # every ACME secret
+    enabled: bool = True  # False: the label prefix is too long for our Docker names
 
 
 def backoff(attempt: int, base: float) -> float:
@@ -118,17 +119,27 @@ def host_tag(host: str) -> str:
 
 
 def version_of(now: float) -> str:
-    return time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
+    """The UTC time to the millisecond: sorts as it ages, and two attempts never share it."""
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime(now)) + f"{int(now * 1000) % 1000:03d}"
+
+
+MAX_PREFIX = 21  # Docker names hold 64 characters; the longest of ours is a failure record
+
+
+def _short(prefix: str) -> str:
+    """The names start with the whole prefix (the observer lists configs by it): a longer
+    prefix turns ACME off, reported (``problems``)."""
+    return prefix
 
 
 def secret_names(prefix: str, host: str, version: str) -> tuple[str, str]:
     """(certificate, key) secret names of one version of a host's certificate."""
-    base = f"{prefix}-acme-{host_tag(host)}-{version}"
+    base = f"{_short(prefix)}-acme-{host_tag(host)}-{version}"
     return f"{base}.crt", f"{base}.key"
 
 
 def record_name(prefix: str, kind: str, host: str, version: str) -> str:
-    return f"{prefix}-acme-{kind}-{host_tag(host)}-{version}"
+    return f"{_short(prefix)}-acme-{kind}-{host_tag(host)}-{version}"
 
 
 def labels_for(prefix: str, kind: str, host: str, version: str, **extra: str) -> dict[str, str]:
@@ -267,6 +278,7 @@ def state(snapshot: Snapshot, desired: Desired, prefix: str) -> AcmeState:
         failures,
         tuple(records),
         secrets,
+        len(prefix) <= MAX_PREFIX,
     )
 
 
@@ -316,6 +328,10 @@ def problems(acme: AcmeState, prefix: str, retry_base: float) -> list[Problem]:
     """A host whose last attempt failed, reported on the service that asks for it (not a
     rejection: its routes are served, on HTTP or with its previous certificate)."""
     found = []
+    if not acme.enabled:
+        why = f"ACME needs a label prefix of at most {MAX_PREFIX} characters (Docker names)"
+        key = Vocabulary(prefix).key("acme")
+        return [Problem(s, key, why, rejected=False) for s in sorted(set(acme.wanted.values()))]
     for host, failure in sorted(acme.failures.items()):
         service = acme.wanted.get(host)
         if service is None or host in acme.orders:
@@ -373,7 +389,7 @@ def due(issued: Issued | None, now: float, renew_days: float) -> bool:
 
 def _issued_at(version: str) -> float:
     try:
-        return calendar.timegm(time.strptime(version, "%Y%m%d%H%M%S"))
+        return calendar.timegm(time.strptime(version[:14], "%Y%m%d%H%M%S"))
     except ValueError:
         return 0.0  # unreadable: the window alone decides
 
@@ -383,6 +399,8 @@ def steps(
 ) -> list[Step]:
     """What to do next, from the Swarm alone: order what is missing or due (unless backing
     off), walk orders in flight, and drop what no host and no proxy needs."""
+    if not acme.enabled:
+        return []
     found: list[Step] = []
     for host in acme.wanted:
         order, failure = acme.orders.get(host), acme.failures.get(host)

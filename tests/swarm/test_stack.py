@@ -117,6 +117,8 @@ def test_up_deploys_the_stack_and_the_demo_app_and_routes(swarm, bed):
             message="stack gone",
         )
         wait_until(lambda: _network_gone(swarm, f"{swarm.id}-proxy"), 60, message="network gone")
+        for name in (f"{stack}-acme-account",):  # made by up.sh, namespaced by the stack
+            subprocess.run([DOCKER, "secret", "rm", name], env=env, capture_output=True, timeout=30)
 
 
 def _network_gone(swarm, name: str) -> bool:
