@@ -458,3 +458,38 @@ def _served_since(acme: AcmeState, failure: Failure) -> bool:
     """The host got a certificate after this failure: the back-off is over."""
     issued = acme.issued.get(failure.host)
     return issued is not None and issued.version > version_of(failure.failed_at)
+
+
+# -- what `interlock status` shows ---------------------------------------------------------------
+
+
+def _utc(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def certificate_rows(
+    acme: AcmeState, now: float, renew_days: float, retry_base: float
+) -> list[dict]:
+    """One row per host asking for a certificate: where it stands, in the Swarm's words."""
+    rows = []
+    for host, service in sorted(acme.wanted.items()):
+        issued, failure = acme.issued.get(host), acme.failures.get(host)
+        if host in acme.orders:
+            state = f"ordering (attempt {acme.orders[host].attempt})"
+        elif failure is not None and due(issued, now, renew_days):
+            state = f"backing off until {_utc(failure.retry_at(retry_base))}"
+        elif issued is None:
+            state = "to order"
+        else:
+            state = "renewal due" if due(issued, now, renew_days) else "valid"
+        rows.append(
+            {
+                "host": host,
+                "service": service,
+                "state": state,
+                "expires": _utc(issued.expires) if issued else "-",
+                "secret": issued.cert_secret if issued else "-",
+                "last_error": failure.error if failure else "",
+            }
+        )
+    return rows

@@ -15,8 +15,9 @@ import argparse
 import difflib
 import signal
 import sys
+import time
 
-from . import agentstatus, app, deployed, observe, report, top
+from . import acme, agentstatus, app, deployed, observe, report, top
 from .logs import printable, setup
 from .reconcile import Checks
 from .settings import SettingsError, load_settings
@@ -133,8 +134,12 @@ def cmd_status(controller: app.Controller, as_json: bool, agents: str = "") -> i
         if p.mode == "rolling" and p.service_id
     }
     rows = report.proxy_rows(result, controller.settings.label_prefix, served, task_configs)
+    settings = controller.settings
+    certificates = acme.certificate_rows(
+        result.acme, time.time(), settings.acme_renew_days, settings.acme_retry_seconds
+    )
     text = report.status_report(
-        rows, report.route_rows(result), report.rejected_rows(result), as_json
+        rows, report.route_rows(result), report.rejected_rows(result), as_json, certificates
     )
     if controller.board is not None:
         names = agentstatus.node_names(controller.api)

@@ -118,12 +118,21 @@ def _table(rows: list[dict], columns: list[str]) -> list[str]:
 
 
 def status_report(
-    proxies: list[dict], routes: list[dict], rejected: list[dict], as_json: bool
+    proxies: list[dict],
+    routes: list[dict],
+    rejected: list[dict],
+    as_json: bool,
+    certificates: list[dict] | None = None,
 ) -> str:
+    """``certificates``: the ACME hosts (``acme.certificate_rows``), shown when there are any."""
     if as_json:
-        return json.dumps({"proxies": proxies, "routes": routes, "rejected": rejected}, indent=2)
+        found = {"proxies": proxies, "routes": routes, "rejected": rejected}
+        return json.dumps({**found, "certificates": certificates or []}, indent=2)
     lines = _table(proxies, ["proxy", "kind", "mode", "desired", "deployed", "tasks_in_sync"])
     lines += ["", *_table(routes, ["proxy", "host", "path", "service", "backends"])]
+    if certificates:
+        columns = ["host", "service", "state", "expires", "secret", "last_error"]
+        lines += ["", *_table(certificates, columns)]
     if rejected:
         lines += ["", *_table(rejected, ["service", "label", "reason"])]
     return "\n".join(lines)

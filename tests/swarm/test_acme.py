@@ -120,6 +120,11 @@ def test_a_labelled_host_gets_a_certificate_from_the_ca_and_a_refused_host_is_ba
     assert started_orders(log, good) == 1
     assert 2 <= attempts <= 3, attempts  # 2 s, then 10 s back-off
     assert "acme_order_failed" in log and "urn:ietf:params:acme:error" in log
+    status = run_cli(bed.docker_host, swarm.id, "status", **env).stdout
+    rows = {
+        w[0]: line for line in status.splitlines() if (w := line.split()) and w[0] in (good, bad)
+    }
+    assert " valid " in rows[good] and " backing off until " in rows[bad], status
     shown = run_cli(bed.docker_host, swarm.id, "validate", **env)
     assert f"no certificate for {bad} yet: attempt" in shown.stdout, shown.stdout
     assert f"no certificate for {good}" not in shown.stdout
