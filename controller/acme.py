@@ -298,6 +298,8 @@ def with_acme(
 ) -> Desired:
     """Each wanted host served with its newest unexpired certificate (as if its service named
     the secrets) and every pending challenge answered; failures reported on the service."""
+    if not acme.wanted:
+        return desired  # the common case: nothing to add, nothing rebuilt
     answers = challenges(acme)
     proxies = tuple(_with_acme(one, acme, answers, now) for one in desired.proxies)
     return Desired(proxies, desired.problems + tuple(problems(acme, prefix, retry_base)))

@@ -221,3 +221,44 @@ def test_the_jws_signature_verifies_with_the_account_key_and_the_csr_names_the_h
     names = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == [HOST] and csr.is_signature_valid
     assert len(acmeclient.thumbprint(key)) == 43
+
+
+def test_metrics_and_status_show_each_hosts_expiry_and_failures():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from controller import report
+    from controller.metrics import Telemetry
+
+    failed = {
+        "host": "other.example.com",
+        "version": "20270115000000000",
+        "attempt": 2,
+        "failed_at": NOW - 10,
+        "error": "urn:ietf:params:acme:error:unauthorized",
+    }
+    secrets = pair(HOST, "20261201000000000", NOW + 5_000_000)
+    snapshot, desired, state = world(
+        secrets=secrets,
+        configs=[record("failed", failed)],
+        **{f"{P}.alias_domain": "other.example.com"},
+    )
+    telemetry = Telemetry(P, 60)
+    result = result_of(snapshot, desired)
+    result.acme = state
+    telemetry.record(result)
+    found = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(telemetry.exposition().decode())
+        for s in family.samples
+        if s.name.startswith("interlock_acme")
+    }
+    expiry = "interlock_acme_certificate_expiry_timestamp_seconds"
+    assert found[(expiry, (("host", HOST),))] == int(NOW + 5_000_000)
+    assert found[("interlock_acme_failed_attempts", (("host", "other.example.com"),))] == 2
+    assert found[("interlock_acme_failed_attempts", (("host", HOST),))] == 0
+    assert found[("interlock_acme_orders_in_flight", ())] == 0
+    rows = {r["host"]: r for r in acme.certificate_rows(state, NOW, 30, 60)}
+    assert rows[HOST]["state"] == "valid" and rows[HOST]["secret"].endswith(".crt")
+    assert rows["other.example.com"]["state"].startswith("backing off until ")
+    text = report.status_report([], [], [], False, list(rows.values()))
+    assert "backing off until" in text and "urn:ietf:params:acme:error:unauthorized" in text
