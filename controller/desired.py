@@ -28,6 +28,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from itertools import groupby
 
 from . import labels as lbl
 from . import vocabulary as vocab
@@ -282,16 +283,20 @@ def _trusted_proxy(
     return lbl.parse_proxy(name, labels, prefix)
 
 
+def _service_id(task: Task) -> str:
+    return task.service_id
+
+
 def _age(service: Service) -> tuple[int, str]:
     return nanoseconds(service.created_at), service.id
 
 
 def _apps(
     snapshot: Snapshot, prefix: str, families: tuple[str, ...] = FAMILIES
-) -> tuple[list[_App], dict[tuple[str, str], list[_Claim]], list[Problem]]:
-    """Routed app services oldest first; every claim on each (cluster, host), oldest first."""
+) -> tuple[list[_App], dict[tuple[str, str], _Claim], list[Problem]]:
+    """Routed app services oldest first; the oldest claim on each (cluster, host), its owner."""
     apps, problems = [], []
-    claims: dict[tuple[str, str], list[_Claim]] = {}
+    claims: dict[tuple[str, str], _Claim] = {}
     words = Vocabulary(prefix)
     routed = [
         s
@@ -311,7 +316,8 @@ def _apps(
         else:
             cluster, hosts = _claimed(service, prefix, families)
         for host in hosts:
-            claims.setdefault((cluster, host), []).append(_Claim(age, service.name, app))
+            if (cluster, host) not in claims:  # services come oldest first: the owner
+                claims[(cluster, host)] = _Claim(age, service.name, app)
     return apps, claims, problems
 
 
@@ -348,7 +354,8 @@ class _Index:
 
     network_names: Mapping[str, str]
     secret_names: frozenset[str]
-    tasks_by_service: Mapping[str, tuple[Task, ...]]
+    tasks: tuple[Task, ...]  # grouped by service
+    spans: Mapping[str, tuple[int, int]]  # a service's tasks: tasks[first:last]
     found: dict[tuple[str, str, int], tuple[str, ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -357,18 +364,25 @@ class _Index:
         """``targets`` of a service's tasks, found once however many proxies reach them."""
         key = (service_id, network_id, port)
         if key not in self.found:
-            self.found[key] = targets(self.tasks_by_service.get(service_id, ()), network_id, port)
+            first, last = self.spans.get(service_id, (0, 0))
+            self.found[key] = targets(self.tasks[first:last], network_id, port)
         return self.found[key]
 
     @classmethod
     def of(cls, snapshot: Snapshot) -> _Index:
-        tasks: dict[str, list[Task]] = {}
-        for task in snapshot.tasks:
-            tasks.setdefault(task.service_id, []).append(task)
+        """Spans of one sorted tuple rather than a tuple per service: objects that live through
+        the pass are walked by every full garbage collection, a span of two ints is not."""
+        tasks = tuple(sorted(snapshot.tasks, key=_service_id))  # stable: a snapshot's order
+        spans, first = {}, 0
+        for service_id, group in groupby(tasks, key=_service_id):
+            last = first + sum(1 for _ in group)
+            spans[service_id] = (first, last)
+            first = last
         return cls(
             {net.id: net.name for net in snapshot.networks},
             frozenset(secret.name for secret in snapshot.secrets),
-            {service: tuple(found) for service, found in tasks.items()},
+            tasks,
+            spans,
         )
 
 
@@ -455,14 +469,13 @@ def targets(tasks: Iterable[Task], network_id: str, port: int) -> tuple[str, ...
 
 
 def _ownership_problem(
-    app: _App, host: str, path: str, claims: list[_Claim], prefix: str, proxy: Proxy
+    app: _App, host: str, path: str, owner: _Claim, prefix: str, proxy: Proxy
 ) -> Problem | None:
     """Why ``app`` may not serve ``host``+``path``: the host is another's, who did not share it.
 
     A non-owner may serve a path of the host that the owner does not serve itself, and only
     when the owner shares the host (``share_host``, or both deployed in one stack).
     """
-    owner = claims[0]
     if owner.service == app.service.name:
         return None
     label = _label(app, prefix, "hostname")
@@ -620,7 +633,10 @@ class _Builder:
 
     def __init__(self, proxy: Proxy, claims: Mapping, prefix: str) -> None:
         self.proxy, self.claims, self.prefix = proxy, claims, prefix
-        self.holders: dict[tuple[str, str], list[_Served]] = {}
+        # Who serves each (host, path): positions in ``served``. Tuples of ints, not lists:
+        # the garbage collector stops walking them at once (a pass holds one per route).
+        self.served: list[_Served] = []
+        self.holders: dict[tuple[str, str], tuple[int, ...]] = {}
         self.problems: list[Problem] = []
         self.tls: dict[str, HostTls] = {}
         self.certificates: dict[str, Certificate] = {}
@@ -631,21 +647,26 @@ class _Builder:
         app, proxy, prefix = one.app, self.proxy, self.prefix
         for host in app.spec.hosts:
             key, owner = (host, app.spec.context_root), self.claims[(app.spec.cluster, host)]
-            held = self.holders.get(key)
+            held = self.served[self.holders[key][0]] if key in self.holders else None
             lost = _ownership_problem(app, host, key[1], owner, prefix, proxy)
-            lost = lost or _passthrough_problem(app, host, owner[0], prefix, proxy)
-            if lost or (held and not shares(held[0].app.spec, app.spec)):
+            lost = lost or _passthrough_problem(app, host, owner, prefix, proxy)
+            if lost or (held and not shares(held.app.spec, app.spec)):
                 self.problems.append(
-                    lost or _conflict(app, key, held[0].app.service.name, prefix, proxy)
+                    lost or _conflict(app, key, held.app.service.name, prefix, proxy)
                 )
                 continue
-            self.holders.setdefault(key, []).append(one)
-            if owner[0].service == app.service.name:
+            self._hold(key, one)
+            if owner.service == app.service.name:
                 self._host_settings(app, host)
-            elif app.spec.tls and (owner[0].app is None or owner[0].app.spec.tls != app.spec.tls):
-                self.problems.append(_tls_not_owner(app, host, owner[0].service, prefix, proxy))
+            elif app.spec.tls and (owner.app is None or owner.app.spec.tls != app.spec.tls):
+                self.problems.append(_tls_not_owner(app, host, owner.service, prefix, proxy))
         if app.spec.default_backend:
             self._default(one)
+
+    def _hold(self, key: tuple[str, str], one: _Served) -> None:
+        if not self.served or self.served[-1] is not one:
+            self.served.append(one)
+        self.holders[key] = (*self.holders.get(key, ()), len(self.served) - 1)
 
     def _host_settings(self, app: _App, host: str) -> None:
         """The owner's TLS and redirect of a host."""
@@ -672,7 +693,7 @@ class _Builder:
         backends: dict[str, Backend] = {}
         routes = []
         for key in sorted(self.holders):
-            group = self.holders[key]
+            group = [self.served[at] for at in self.holders[key]]
             backend = _backend(group)
             backend = backends.setdefault(backend.name, backend)  # a service's other hosts
             spec = group[0].app.spec
@@ -683,7 +704,7 @@ class _Builder:
         ordered = sorted(backends.values(), key=lambda b: (age[b.service], b.name))
         files = {b.auth_file: b.limits.basic_auth_secret for b in ordered if b.auth_file}
         cluster = self.proxy.spec.cluster
-        owners = {(r.host, self.claims[(cluster, r.host)][0].service) for r in routes}
+        owners = {(r.host, self.claims[(cluster, r.host)].service) for r in routes}
         return DesiredProxy(
             self.proxy,
             tuple(routes),
@@ -704,7 +725,7 @@ def _host_redirect(redirect: Redirect) -> HostRedirect:
 def _desired_proxy(
     proxy: Proxy,
     apps: list[_App],
-    claims: Mapping[tuple[str, str], list[_Claim]],
+    claims: Mapping[tuple[str, str], _Claim],
     index: _Index,
     prefix: str,
 ) -> tuple[DesiredProxy, list[Problem]]:
