@@ -153,6 +153,9 @@ class AgentEdge:
         self.net = self.swarm.network("proxy")
         self.control_net = self.swarm.network("agents", attachable=False)
         self.token = self.swarm.secret("agent-token", secrets.token_hex(32))
+        # Each node's own volume of HAProxy runtime sockets, shared by its agent and its HAProxy
+        # proxy (stack.yml's `haproxy-runtime`).
+        self.runtime_volume = f"{self.prefix}-runtime"
 
     def label(self, name: str) -> str:
         return f"{self.prefix}.{name}"
@@ -199,7 +202,10 @@ class AgentEdge:
             self.image,
             args=["agent"],
             env=self._env({"INTERLOCK_AGENT_URL": url}),
-            mounts=["/var/run/docker.sock:/var/run/docker.sock:rw"],
+            mounts=[
+                "/var/run/docker.sock:/var/run/docker.sock:rw",
+                f"{self.runtime_volume}:/var/run/interlock:rw",
+            ],
             networks=[self.control_net.name],
             secrets=self._secret(),
             restart_policy=RestartPolicy(condition="any", delay=1_000_000_000),
@@ -221,6 +227,7 @@ class AgentEdge:
         key = key or kind
         self.slots[key] = self.swarm.slot()
         labels = {self.label("ext.name"): kind, self.label("ext.mode"): mode}
+        mounts = [f"{self.runtime_volume}:/var/lib/haproxy:rw"] if kind == "haproxy" else []
         self.proxies[key] = self.swarm.global_service(
             f"{key}-proxy",
             image,
@@ -229,8 +236,15 @@ class AgentEdge:
             labels=labels,
             container_labels={self.label("ext.name"): kind},
             networks=[self.net.name],
+            mounts=mounts,
         )
         return self.proxies[key]
+
+    def remove_volumes(self) -> None:
+        """The runtime volume on every node (after cleanup: no container uses it then)."""
+        for i in self.swarm.cluster.config.indexes:
+            with contextlib.suppress(docker.errors.APIError):
+                self.swarm.cluster.client(i).volumes.get(self.runtime_volume).remove(force=True)
 
     def app(self, suffix: str, host: str, replicas: int | None = None, **kwargs: Any) -> Service:
         """A backend routed to ``host``: global (a task per node) unless ``replicas`` is given
@@ -339,8 +353,8 @@ class AgentEdge:
 class Loads:
     """wrk through every proxy's port on ``nodes`` at once, until ``stop()``."""
 
-    def __init__(self, e: AgentEdge, host: str, nodes=ALL, seconds: int = 110) -> None:
-        self.edge, self.ports = e, e.ports(nodes)
+    def __init__(self, e: AgentEdge, host: str, nodes=ALL, seconds: int = 110, kinds=KINDS) -> None:
+        self.edge, self.ports = e, [p for p in e.ports(nodes) if p[0] in kinds]
         self.loads = [Load(port, host, seconds=seconds, connections=2) for _, _, port in self.ports]
 
     def __enter__(self) -> Loads:

@@ -20,6 +20,7 @@ from tests.bed.clusterharness import ClusterTest, nodes_lock
 from tests.bed.harness import put_file
 from tests.bed.probes import http_get, wait_until
 from tests.swarm.agentbed import (
+    ALL,
     KINDS,
     AgentEdge,
     Loads,
@@ -27,6 +28,7 @@ from tests.swarm.agentbed import (
     relabel,
     versioned_update_config,
 )
+from tests.swarm.test_runtime_api import serving_pids
 
 HOST = "steady.example.com"
 
@@ -59,6 +61,7 @@ def edge(cluster) -> Iterator[AgentEdge]:
             raise
         finally:
             swarm.cleanup()
+            e.remove_volumes()
 
 
 def _rows_without_agent(e: AgentEdge) -> list[dict] | None:
@@ -193,6 +196,106 @@ def test_scale_down_three_to_one_under_load_loses_nothing(edge, logs_on_failure)
         time.sleep(3)  # past the stopped tasks' 2 s of grace before SIGTERM, under load
         loads.stop()
     loads.check("scale-down 3 -> 1")
+    app.remove()
+
+
+def haproxy_pids(e: AgentEdge) -> dict[str, set[str]]:
+    """Node -> PIDs of its HAProxy proxy's processes (master-worker: a reload starts a new
+    worker, so the set changes exactly when the proxy reloads)."""
+    found = {}
+    for node, container in e.proxy_containers("haproxy").items():
+        client = e.swarm.cluster.client(int(node.removeprefix("node")))
+        found[node] = serving_pids(client.api, container)
+    return found
+
+
+def tasks_behind(e: AgentEdge, host: str, count: int) -> None:
+    """Every HAProxy port answers from exactly ``count`` tasks, soon after the change."""
+    for kind, _, port in e.ports():
+        if kind == "haproxy":
+            wait_until(lambda p=port: len(_tasks(p, host, 4 * count)) == count, 10, 0.1,
+                       f"{count} tasks answer through {port}")  # fmt: skip
+
+
+def _tasks(port: int, host: str, requests: int) -> set[str]:
+    return {http_get(port, host)[1].split()[0] for _ in range(requests)}
+
+
+def test_haproxy_takes_task_changes_through_its_runtime_api_on_every_node(edge, logs_on_failure):
+    """A rolling update and a scale 3 -> 1 -> 3 -> 0 -> 2: no HAProxy process restarts on any
+    node (0 reloads), nothing lost under load, each change routed within a pass or two; a host
+    change still reloads, losing nothing; a runtime socket gone on one node falls back to a
+    reload there only; status counts both per proxy task."""
+    host, e = "runtime.example.com", edge
+    app = e.app("runtime", host, replicas=3, update_config=versioned_update_config())
+    tasks_behind(e, host, 3)
+    before = haproxy_pids(e)
+
+    def scale(replicas: int) -> None:
+        def mutate(spec: dict) -> None:
+            spec["Mode"] = {"Replicated": {"Replicas": replicas}}
+
+        e.swarm.update_service(app, mutate)
+
+    def version_two(spec: dict) -> None:
+        env = spec["TaskTemplate"]["ContainerSpec"]["Env"]
+        spec["TaskTemplate"]["ContainerSpec"]["Env"] = [
+            "VERSION=2" if v.startswith("VERSION=") else v for v in env
+        ]
+
+    with Loads(e, host, kinds=("haproxy",)) as loads:
+        time.sleep(1)
+        e.swarm.update_service(app, version_two)
+        e.swarm.wait_updated(app, timeout=90)
+        for _ in range(3):
+            e.wait_everywhere(host, "version=2", timeout=20)
+        for replicas in (1, 3):
+            scale(replicas)
+            tasks_behind(e, host, replicas)
+        time.sleep(3)  # past the stopped tasks' 2 s before SIGTERM, under load
+        loads.stop()
+    loads.check("haproxy runtime API: rolling update, scale 3 -> 1 -> 3")
+    scale(0)
+    e.wait_everywhere(host, status=503, timeout=15, nodes=ALL)
+    scale(2)
+    tasks_behind(e, host, 2)
+    assert haproxy_pids(e) == before, "an address change reloaded HAProxy"
+    rows = [r for r in e.task_rows() if "haproxy" in r["proxy"]]
+    print("after the runtime changes:", [(r["node"], r["reloads"], r["runtime"]) for r in rows])
+    assert all(r["runtime"] >= 8 for r in rows), rows
+
+    with Loads(e, host, kinds=("haproxy",), seconds=30) as loads:  # a host: still a reload
+        relabel(e, app, "runtime2.example.com")
+        e.wait_everywhere("runtime2.example.com", "version=2", timeout=20)
+        loads.stop()
+    after_host = haproxy_pids(e)
+    assert all(after_host[n] != before[n] for n in before), "a host change must reload"
+    loads.check("haproxy: a host change")
+
+    agent_task = e.swarm.tasks_by_node(e.agents)["node2"][0]["Status"]["ContainerStatus"]
+    agent = e.swarm.cluster.client(2).containers.get(agent_task["ContainerID"])
+
+    def move(into: str, out: str) -> None:
+        code = f"import glob,os;[os.rename(p,p[:-len('{into}')]+'{out}') for p in glob.glob('/var/run/interlock/*{into}')]"  # noqa: E501
+        agent.exec_run(["python3", "-c", code])
+
+    move(".sock", ".aside")  # node2's runtime socket is away: its next address change reloads
+    scale(3)
+    wait_until(lambda: haproxy_pids(e)["node2"] != after_host["node2"], 15, 0.2, "node2 reloads")
+    now = haproxy_pids(e)
+    assert now["node1"] == after_host["node1"] and now["node3"] == after_host["node3"], now
+    tasks_behind(e, "runtime2.example.com", 3)
+
+    def counted() -> dict | None:
+        rows = {r["node"]: r for r in e.task_rows() if "haproxy" in r["proxy"]}
+        return rows if rows["node2"]["reloads"] == rows["node1"]["reloads"] + 1 else None
+
+    rows = wait_until(counted, 10, 0.5, "node2 counts one reload more than node1")
+    print("after the forced failure:", {n: (r["reloads"], r["runtime"]) for n, r in rows.items()})
+    move(".aside", ".sock")  # back: the runtime API serves again, no reload anywhere
+    scale(1)
+    tasks_behind(e, "runtime2.example.com", 1)
+    assert haproxy_pids(e) == now
     app.remove()
 
 
