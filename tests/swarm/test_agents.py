@@ -264,7 +264,7 @@ def test_haproxy_takes_task_changes_through_its_runtime_api_on_every_node(edge, 
     print("after the runtime changes:", [(r["node"], r["reloads"], r["runtime"]) for r in rows])
     assert all(r["runtime"] >= 8 for r in rows), rows
 
-    with Loads(e, host, kinds=("haproxy",), seconds=30) as loads:  # a host: still a reload
+    with Loads(e, HOST, kinds=("haproxy",), seconds=30) as loads:  # a host: still a reload
         relabel(e, app, "runtime2.example.com")
         e.wait_everywhere("runtime2.example.com", "version=2", timeout=20)
         loads.stop()

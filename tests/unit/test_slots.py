@@ -39,7 +39,7 @@ def servers(text: str) -> dict[str, str]:
 
 def test_a_rendered_config_has_the_runtime_socket_and_free_slots_the_binary_accepts(tmp_path):
     text = config(["10.0.0.2", "10.0.0.3"])
-    assert 'stats socket "/var/lib/haproxy/interlock-${HOSTNAME}.sock" mode 600 level admin' in text
+    assert 'stats socket "/var/lib/haproxy/interlock-${HOSTNAME}.sock" mode 666 level admin' in text
     assert "server t1 10.0.0.2:8080\n" in text and "server t3 127.0.0.1:1 disabled\n" in text
     assert text.count("    server t") == slots.MIN_SLOTS
     assert real_check("haproxy", text, tmp_path).returncode == 0
