@@ -261,5 +261,7 @@ def run(quick: bool, logs: Path) -> dict[str, Any]:
                     (logs / f"nodes-{mode}-controller.log").write_text(e.logs(e.controller, 5000))
                     (logs / f"nodes-{mode}-agents.log").write_text(e.logs(e.agents, 5000))
                 swarm.cleanup()
+                if e is not None:
+                    e.remove_volumes()
     cluster.close()
     return out
