@@ -161,8 +161,8 @@ def test_a_controller_killed_in_the_middle_of_an_order_orders_once(
 def test_a_certificate_is_renewed_before_it_expires_and_the_old_one_removed(
     kind, swarm, bed, tmp_path
 ):
-    """Its own pebble, with 60-second certificates: renewed at half their lifetime."""
-    ca = start_pebble(tmp_path / "pebble", validity=60)
+    """Its own pebble, with 40-second certificates: renewed at half their lifetime."""
+    ca = start_pebble(tmp_path / "pebble", validity=40)
     try:
         env = acme_env(ca, tmp_path)
         lab = routed(swarm, bed.docker_host)
@@ -175,9 +175,9 @@ def test_a_certificate_is_renewed_before_it_expires_and_the_old_one_removed(
             issued = time.monotonic()
             before = acme_secrets(swarm)
             https_failures, https_ok = 0, 0
-            with Load(lab.port, host, seconds=50) as load:
+            with Load(lab.port, host, seconds=35) as load:
                 second = None
-                while time.monotonic() - issued < 48 and second is None:
+                while time.monotonic() - issued < 33 and second is None:
                     served = served_certificate(lab.tls_port, host, root)
                     https_ok += served is not None
                     https_failures += served is None
