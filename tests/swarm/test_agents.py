@@ -484,6 +484,87 @@ def test_a_config_one_node_refuses_is_never_signalled_there_and_holds_back_no_ot
     app.remove()
 
 
+# -- proxies of images that hold only their binary ---------------------------------------------
+
+BINONLY_WORDS = {"nginx": "SSL_CTX_load_verify_locations", "haproxy": "unable to load @system-ca"}
+
+
+def _binonly_pids(edge: AgentEdge, keys: dict[str, str]) -> dict[tuple[str, int], set[str]]:
+    """Host PIDs of every binary-only proxy container, by (key, node index)."""
+    found = {}
+    for key in keys.values():
+        for node, container in edge.proxy_containers(key).items():
+            index = int(node.removeprefix("node"))
+            top = edge.swarm.cluster.client(index).api.top(container, ps_args="-o pid")
+            found[(key, index)] = {row[0] for row in top["Processes"]}
+    return found
+
+
+def test_binary_only_proxies_converge_through_their_agents(edge, logs_on_failure):
+    """Global nginx and HAProxy proxies whose images hold only their binary and its libraries
+    (no shell), beside the others: the agents route a change on every node; a config their
+    binaries refuse (TLS to tasks verified against system CAs the images do not hold) is not
+    signalled, and status says why in each binary's words; a killed task's successor serves the
+    current config."""
+    images = edge.swarm.images
+    keys = {"nginx": "nginx-binonly", "haproxy": "haproxy-binonly"}
+    bare = {key: images.nginx_binonly if kind == "nginx" else images.haproxy_binonly
+            for kind, key in keys.items()}  # fmt: skip
+    try:
+        for kind, key in keys.items():
+            edge.deploy_proxy(kind, image=bare[key], key=key)
+        edge.wait_everywhere(HOST, "task=", timeout=30)
+        app = edge.app("bare", "bare-a.example.com", replicas=1)
+        edge.wait_everywhere("bare-a.example.com", "-bare.", timeout=30)
+        relabel(edge, app, "bare-b.example.com")
+        took = edge.wait_everywhere("bare-b.example.com", "-bare.", timeout=15)
+        print(f"binary-only proxies: a route change served on every node in {took:.2f}s")
+        _binonly_refuses(edge, keys)
+        client = edge.swarm.cluster.client(3)
+        for key in keys.values():
+            client.containers.get(edge.proxy_containers(key)["node3"]).kill()
+        took = edge.wait_everywhere("bare-b.example.com", "-bare.", timeout=30, nodes=(3,))
+        print(f"binary-only proxies killed on node3: their new tasks routed in {took:.2f}s")
+        app.remove()
+    finally:
+        for key in keys.values():
+            edge.slots.pop(key, None)
+            service = edge.proxies.pop(key, None)
+            if service is not None:
+                service.remove()
+
+
+def _binonly_refuses(edge: AgentEdge, keys: dict[str, str]) -> None:
+    """A service whose config the binary-only proxies refuse, scaled up from 0 replicas once its
+    empty backend is served (so no reload in between is expected)."""
+    values = {"hostname": "cafile.example.com", "port": "8080", "ssl_backend": "true",
+              "ssl_backend_tls_verify": "true"}  # fmt: skip
+    labels = {edge.label(name): value for name, value in values.items()}
+    bad = edge.app("cafile", "cafile.example.com", replicas=0, labels=labels)
+    names = {edge.proxies[key].name: kind for kind, key in keys.items()}
+
+    def rows(state: str) -> list[dict] | None:
+        found = [r for r in edge.task_rows() if r["proxy"] in names]
+        return found if len(found) == 6 and all(r["in_sync"] == state for r in found) else None
+
+    wait_until(lambda: rows("yes"), 30, 0.5, "the binary-only proxies in sync")
+    before = _binonly_pids(edge, keys)
+
+    def scale(spec: dict) -> None:
+        spec["Mode"] = {"Replicated": {"Replicas": 1}}
+
+    edge.swarm.update_service(bad, scale)
+    refused = wait_until(lambda: rows("refused"), 30, 0.5, "every binary-only task refused")
+    for row in refused:
+        assert BINONLY_WORDS[names[row["proxy"]]] in row["error"], row
+    print(f"refused on every node, e.g.: {refused[0]['error'][:160]}")
+    for where, now in _binonly_pids(edge, keys).items():
+        assert now <= before[where], f"{where} was signalled"  # old workers may exit meanwhile
+    assert edge.answers("bare-b.example.com", "-bare."), "a proxy lost its config"
+    bad.remove()
+    wait_until(lambda: rows("yes"), 30, 0.5, "in sync again once the service is gone")
+
+
 # -- a drain (last: it moves every global task on node 3) ---------------------------------------
 
 
