@@ -92,9 +92,7 @@ def _free(first: int, last: int) -> tuple[Slot, ...]:
 
 def server_line(slot: Slot, options: str) -> str:
     """The config line of a slot (``options``: the backend's, e.g. " check"); the one format
-    ``parse`` reads back."""
-    if slot.target != FREE and not _ADDRESS.fullmatch(slot.target):
-        raise ValueError(f"not an IPv4 address and port: {slot.target!r}")
+    ``parse`` reads back. The target is the renderer's, already a safe token."""
     weight = f" weight {slot.weight}" if slot.weight is not None else ""
     disabled = "" if slot.enabled else " disabled"
     return f"server {slot.name} {slot.target}{weight}{options}{disabled}"
@@ -152,8 +150,8 @@ def keep_slots(
     running HAProxy there (fill, reweigh, drain, then maintenance for slots drained by an
     earlier change); None when the tasks do not fit its slots."""
     wanted = _wanted(new)
-    if len(wanted) > len(old):
-        return None
+    if len(wanted) > len(old) or not all(_ADDRESS.fullmatch(t) for t in wanted):
+        return None  # more tasks than slots, or an address the commands cannot say (IPv6)
     result = {s.name: s for s in old}
     kept = {s.target for s in old if s.enabled and s.target in wanted}
     adds, weights = [], []
@@ -187,8 +185,7 @@ def keep_slots(
 def _fill(backend: str, slot: Slot, target: str, weight: int | None, static: bool) -> list[str]:
     """Commands that put a task into a free slot, enabled last (never serving a stale address)."""
     match = _ADDRESS.fullmatch(target)
-    if match is None:
-        raise ValueError(f"not an IPv4 address and port: {target!r}")
+    assert match is not None  # keep_slots took only such targets
     name = f"{backend}/{slot.name}"
     commands = [f"set server {name} addr {match['ip']} port {match['port']}"]
     if not static or weight is not None:

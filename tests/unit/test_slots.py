@@ -135,3 +135,9 @@ def test_an_nginx_reload_is_told_apart_by_its_upstream_server_lines():
         slots.reload_reason(served, moved.replace("upstream a", "upstream b"), line) == "structural"
     )
     assert slots.reload_reason("user nginx;\n", moved, line) == "restart"
+
+
+def test_an_address_the_commands_cannot_say_reloads_instead_of_failing():
+    served = config(["10.0.0.2"])
+    ipv6 = served.replace("10.0.0.2:8080", "fd00::5:8080")
+    assert slots.plan(served, ipv6).reason == "structural"
