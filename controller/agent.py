@@ -248,7 +248,7 @@ class Agent:
             files = config.get("files") or {}
             outcome = self.converger.apply(
                 proxy.id, proxy.kind, proxy.path, config["text"], digest, files,
-                proxy=str(config.get("proxy", ""))[:200],
+                proxy=str(config.get("proxy", ""))[:200], serving=self.served.get(proxy.id, ""),
             )  # fmt: skip
         except CheckFailed as refused:
             self.errors[proxy.id] = (digest, str(refused))

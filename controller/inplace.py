@@ -61,6 +61,7 @@ class SignalPusher:
                 action.digest,
                 action.files,
                 proxy=action.proxy,
+                serving=self.known.get(action.container_id, ""),
             )
         except CheckFailed as refused:
             remember(self.refused, key, str(refused))
