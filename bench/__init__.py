@@ -1,7 +1,7 @@
 """Benchmarks of the controller: ``python -m bench [--quick] [--only PARTS] [--out DIR]``.
 
 Parts: ``latency`` (convergence on the real Swarm), ``load`` (failed requests under load, beside
-two baselines), ``scale`` (one pass over synthetic Swarms of 100 to 5,000 services, and Docker API
+two baselines), ``scale`` (one pass over synthetic Swarms of 100 to 10,000 services, and Docker API
 calls per pass on the real Swarm), ``naive`` (our pass against one that reloads on every event),
 ``nodes`` (the 3-node Swarm: agent mode beside rolling mode, change to routable on every node and
 failed requests under load).
