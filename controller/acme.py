@@ -76,6 +76,21 @@ class Order:
     key_secret: str
     cert_secret: str
     attempt: int = 1
+    key_box: str = field(default="", repr=False)  # the key, sealed (``acmekeys``); "" if older
+
+
+@dataclass(frozen=True)
+class Pair:
+    """An issued certificate's chain and its sealed key, as its ``pair`` config records them:
+    what a pass writes beside a signal-mode proxy's config (``with_acme``)."""
+
+    host: str
+    version: str
+    config_id: str
+    cert_secret: str
+    key_secret: str
+    chain: str = field(repr=False)
+    key_box: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -104,6 +119,8 @@ class AcmeState:
     records: tuple[Config, ...] = ()  # every order and failure config (for clean-up)
     secrets: tuple[Secret, ...] = ()  # every ACME secret
     enabled: bool = True  # False: the label prefix is too long for our Docker names
+    pairs: Mapping[str, Pair] = field(default_factory=dict)  # cert secret name -> its pair
+    pair_records: tuple[Config, ...] = ()  # every pair config (for clean-up)
 
 
 def backoff(attempt: int, base: float) -> float:
@@ -220,6 +237,7 @@ def _order(config: Config, data: dict) -> Order | None:
             key_secret=str(data["key_secret"]),
             cert_secret=str(data["cert_secret"]),
             attempt=int(data.get("attempt", 1)),
+            key_box=str(data.get("key_box", "")),
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -241,6 +259,41 @@ def _failure(config: Config, data: dict) -> Failure | None:
         )
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _pair(config: Config, data: dict, prefix: str) -> Pair | None:
+    """A pair record whose secrets' names are the ones its host and version give."""
+    try:
+        pair = Pair(
+            str(data["host"]),
+            str(data["version"]),
+            config.id,
+            str(data["cert_secret"]),
+            str(data["key_secret"]),
+            str(data["chain"]),
+            str(data["key_box"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    names = secret_names(prefix, pair.host, pair.version)
+    return pair if (pair.cert_secret, pair.key_secret) == names else None
+
+
+def _pairs(snapshot: Snapshot, prefix: str) -> tuple[dict[str, Pair], tuple[Config, ...]]:
+    kind = Vocabulary(prefix).key("ext.acme")
+    found, records = {}, []
+    for config in snapshot.configs:
+        if config.labels.get(kind) != "pair":
+            continue
+        records.append(config)
+        try:
+            data = json.loads(config.data)
+        except ValueError:
+            continue
+        pair = _pair(config, data, prefix) if isinstance(data, dict) else None
+        if pair and config.name == record_name(prefix, "pair", pair.host, pair.version):
+            found[pair.cert_secret] = pair
+    return found, tuple(records)
 
 
 def state(snapshot: Snapshot, desired: Desired, prefix: str) -> AcmeState:
@@ -271,6 +324,7 @@ def state(snapshot: Snapshot, desired: Desired, prefix: str) -> AcmeState:
             if known is None or failure.attempt > known.attempt:
                 failures[failure.host] = failure
     secrets = tuple(s for s in snapshot.secrets if s.labels.get(kind) in ("cert", "key"))
+    pairs, pair_records = _pairs(snapshot, prefix)
     return AcmeState(
         wanted_hosts(snapshot, desired, prefix),
         issued_certificates(secrets, prefix),
@@ -279,6 +333,8 @@ def state(snapshot: Snapshot, desired: Desired, prefix: str) -> AcmeState:
         tuple(records),
         secrets,
         len(prefix) <= MAX_PREFIX,
+        pairs,
+        pair_records,
     )
 
 
@@ -294,19 +350,51 @@ def challenges(acme: AcmeState) -> tuple[Challenge, ...]:
 
 
 def with_acme(
-    desired: Desired, acme: AcmeState, prefix: str, now: float, retry_base: float
+    desired: Desired,
+    acme: AcmeState,
+    prefix: str,
+    now: float,
+    retry_base: float,
+    opened: Mapping[str, tuple[str, str]] | None = None,
 ) -> Desired:
-    """Each wanted host served with its newest unexpired certificate (as if its service named
-    the secrets) and every pending challenge answered; failures reported on the service."""
+    """Each wanted host served with its newest unexpired certificate and every pending
+    challenge answered; failures reported on the service.
+
+    ``opened`` (cert secret name -> chain and key, ``acmekeys.open_pairs``): a signal-mode
+    proxy gets those as files beside its config, so a new certificate is an in-place reload;
+    a rolling-mode proxy, or a certificate without its pair, mounts the secrets (as if its
+    service named them), which a service update does."""
     if not acme.wanted:
         return desired  # the common case: nothing to add, nothing rebuilt
     answers = challenges(acme)
-    proxies = tuple(_with_acme(one, acme, answers, now) for one in desired.proxies)
+    proxies = tuple(_with_acme(one, acme, answers, now, opened or {}) for one in desired.proxies)
     return Desired(proxies, desired.problems + tuple(problems(acme, prefix, retry_base)))
 
 
+def served_certificate(
+    one: DesiredProxy, issued: Issued, opened: Mapping[str, tuple[str, str]]
+) -> Certificate:
+    """In place beside the config (signal mode, pair opened) or mounted from the secrets."""
+    if one.proxy.mode != "signal" or issued.cert_secret not in opened:
+        return certificate(issued.cert_secret, issued.key_secret)
+    chain, key = opened[issued.cert_secret]
+    return inline_certificate(one.proxy.spec.config_path, issued, chain, key)
+
+
+def inline_certificate(config_path: str, issued: Issued, chain: str, key: str) -> Certificate:
+    """Beside the config, named by the chain's digest (public): a new certificate is a new
+    file, never a rewrite of one a running proxy loaded, and no name says anything of the key."""
+    tag = hashlib.sha256(chain.encode()).hexdigest()[:12]
+    file = f"{config_path}.acme-{tag}.pem"
+    return Certificate(file, issued.cert_secret, issued.key_secret, chain, key)
+
+
 def _with_acme(
-    one: DesiredProxy, acme: AcmeState, answers: tuple[Challenge, ...], now: float
+    one: DesiredProxy,
+    acme: AcmeState,
+    answers: tuple[Challenge, ...],
+    now: float,
+    opened: Mapping[str, tuple[str, str]],
 ) -> DesiredProxy:
     hosts = {host for host, _ in one.owners}
     certificates: dict[str, Certificate] = {c.file: c for c in one.certificates}
@@ -315,7 +403,7 @@ def _with_acme(
         issued = acme.issued.get(host)
         if issued is None or issued.expires <= now:
             continue  # served on plain HTTP until its certificate is ready
-        cert = certificate(issued.cert_secret, issued.key_secret)
+        cert = served_certificate(one, issued, opened)
         certificates[cert.file] = cert
         tls[host] = HostTls(host, cert.file, False)
     return replace(
@@ -453,6 +541,9 @@ def garbage(acme: AcmeState, snapshot: Snapshot) -> list[Step]:
         for c in acme.records
         if c.id not in live_orders | live_failures
     ]
+    dropped = {step.name for step in found}
+    live_pairs = {p.config_id for n, p in acme.pairs.items() if n not in dropped}
+    found += [Drop("config", c.id, c.name) for c in acme.pair_records if c.id not in live_pairs]
     return found
 
 

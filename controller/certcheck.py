@@ -395,7 +395,8 @@ def cert_pairs(snapshot: Snapshot, desired: DesiredProxy) -> dict[str, CertPair]
     """The pair behind each of the proxy's certificate files (by ``Certificate.file``).
 
     A certificate whose secret is not in the snapshot is left out: ``desired`` has already
-    rejected the service that names it.
+    rejected the service that names it. So is one written in place (``Certificate.inline``):
+    the proxy's binary checks it in the container with the config, before the swap.
     """
     ids = {secret.name: secret.id for secret in snapshot.secrets}
     proxy = desired.proxy
@@ -406,7 +407,7 @@ def cert_pairs(snapshot: Snapshot, desired: DesiredProxy) -> dict[str, CertPair]
     constraints = tuple((template.get("Placement") or {}).get("Constraints") or ())
     pairs = {}
     for cert in desired.certificates:
-        if cert.cert_secret in ids and cert.key_secret in ids:
+        if not cert.inline and cert.cert_secret in ids and cert.key_secret in ids:
             pairs[cert.file] = CertPair(
                 proxy.spec.kind,
                 proxy.image,

@@ -37,8 +37,9 @@ def check_files(desired: DesiredProxy, rendered: Rendered, secrets_dir: str) -> 
     certificate at each path the config names (paths from "/")."""
     files = {f"{CHECK_DIR}/{CHECK_FILE}".lstrip("/"): rendered.text}
     files.update({path.lstrip("/"): text for path, text in rendered.files.items()})
-    for cert in desired.certificates:
-        base = f"{secrets_dir}/{cert.file}".lstrip("/")
+    for cert in desired.certificates:  # an inline one's real key never leaves the proxy's files
+        base = cert.file if cert.inline else f"{secrets_dir}/{cert.file}"
+        base = base.lstrip("/")
         files[base], files[f"{base}.key"] = checkcert.CERT, checkcert.KEY
     return files
 

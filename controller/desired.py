@@ -112,11 +112,20 @@ class HostRedirect:
 
 @dataclass(frozen=True)
 class Certificate:
-    """A certificate and its key, mounted from Docker secrets as /run/secrets/<file>[.key]."""
+    """A certificate and its key, mounted from Docker secrets as /run/secrets/<file>[.key];
+    or, with ``chain`` and ``key`` (an ACME certificate on a signal-mode proxy, ``acme.py``),
+    written in place beside the config: ``file`` is then its absolute path there."""
 
     file: str
     cert_secret: str
     key_secret: str
+    chain: str = field(default="", repr=False, compare=False)
+    key: str = field(default="", repr=False, compare=False)
+
+    @property
+    def inline(self) -> bool:
+        """Delivered as files beside the config, not as secret mounts."""
+        return bool(self.chain)
 
 
 @dataclass(frozen=True)

@@ -62,10 +62,12 @@ class Gateway:
         files: Mapping[str, str],
         mode: int = 0o644,
         links: Mapping[str, str] | None = None,
+        owner: tuple[int, int] = (0, 0),
     ) -> None:
         """Write text files (names relative to ``folder``) into a container in one upload;
-        ``links`` (name -> existing name) become hard links first, then the files are written."""
-        self.put_archive(container, folder, tar_files(files, mode, links))
+        ``links`` (name -> existing name) become hard links first, then the files are written
+        (mode ``mode``, uid and gid ``owner``: a key readable by the proxy's user alone)."""
+        self.put_archive(container, folder, tar_files(files, mode, links, owner))
 
     def read_file(self, container: str, path: str) -> str | None:
         """A file's text from inside a container (None when it is not there)."""
@@ -86,7 +88,10 @@ class Gateway:
 
 
 def tar_files(
-    files: Mapping[str, str], mode: int = 0o644, links: Mapping[str, str] | None = None
+    files: Mapping[str, str],
+    mode: int = 0o644,
+    links: Mapping[str, str] | None = None,
+    owner: tuple[int, int] = (0, 0),
 ) -> bytes:
     """A tar archive of text files (parent folders included), as the archive upload takes it.
 
@@ -112,5 +117,6 @@ def tar_files(
             data = text.encode()
             info = tarfile.TarInfo(posixpath.normpath(name))
             info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+            info.uid, info.gid = owner
             archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()

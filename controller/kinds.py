@@ -36,6 +36,11 @@ class ProxyKind:
     # A config line that names a task address and nothing else (to tell an endpoints-only
     # reload from a structural one); None: such changes go through runtime slots instead.
     endpoint_line: re.Pattern[str] | None = None
+    # The user (uid, gid) who alone may read a TLS key when the service names no numeric one:
+    # the official nginx image runs its master (which loads certificates) as root; the official
+    # HAProxy image (2.4 and later, Debian and Alpine) runs as haproxy, uid and gid 99. Root in
+    # a container reads any file (CAP_DAC_OVERRIDE), so 99 suits an HAProxy running as root too.
+    user: tuple[str, str] = ("0", "0")
 
     def runtime_socket(self, hostname: str) -> str:
         """The runtime socket's name in ``runtime_dir`` for a container with this hostname."""
@@ -73,6 +78,7 @@ KINDS: dict[str, ProxyKind] = {
         read_status=statuspage.parse_haproxy_csv,
         certificate_list=True,  # a `bind` line holds at most 64 words
         runtime_dir="/var/lib/haproxy",
+        user=("99", "99"),
         cannot={
             "basic_auth_secret": "HAProxy 2.6 reads users only from its own configuration "
             "(userlist), never from a file, and the controller never reads a secret; use an "

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .desired import DesiredProxy, Proxy
+from .kinds import KINDS
 from .labels import Problem
 from .render import Rendered, digest
 from .snapshot import Config, Snapshot, Task, sortable_time, spec_refs
@@ -45,11 +46,9 @@ DEFAULT_ROLLBACK_CONFIG = {
     "Order": "stop-first",
 }
 
-# The proxy's user, who alone may read a TLS key, when the service does not name a numeric one:
-# the official nginx image runs its master (which loads certificates) as root; the official
-# HAProxy image (2.4 and later, Debian and Alpine) runs as haproxy, uid and gid 99. Root in a
-# container reads any file (CAP_DAC_OVERRIDE), so 99 suits an HAProxy image running as root too.
-PROXY_USERS = {"nginx": ("0", "0"), "haproxy": ("99", "99")}
+# The proxy's user, who alone may read a TLS key, when the service does not name a numeric one
+# (``kinds.ProxyKind.user``).
+PROXY_USERS = {name: kind.user for name, kind in KINDS.items()}
 _NUMERIC_USER = re.compile(r"([0-9]{1,10})(?::([0-9]{1,10}))?", re.ASCII)
 
 
@@ -121,9 +120,11 @@ class Deployable:
 
 def secret_mounts(desired: DesiredProxy) -> tuple[tuple[str, str], ...]:
     """(file under /run/secrets, secret name) for every certificate and key the proxy serves,
-    and every other secret file its routes name (basic auth's htpasswd files)."""
+    and every other secret file its routes name (basic auth's htpasswd files). A certificate
+    written in place beside the config (``Certificate.inline``) is no mount: changing it restarts
+    nothing."""
     mounts = []
-    for cert in desired.certificates:
+    for cert in (c for c in desired.certificates if not c.inline):
         mounts += [(cert.file, cert.cert_secret), (f"{cert.file}.key", cert.key_secret)]
     mounts += [(f.file, f.secret) for f in desired.secret_files]
     return tuple(sorted(mounts))

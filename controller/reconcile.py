@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
-from . import acme, certcheck, identity
+from . import acme, acmekeys, certcheck, identity
 from . import plan as planning
 from .act import Executor
 from .certcheck import CertificateChecker
@@ -151,7 +151,8 @@ class Reconciler:
         # ACME: certificates in Swarm secrets served, pending challenges answered (acme.py).
         acme_state = acme.state(snapshot, desired, prefix)
         retry = self.settings.acme_retry_seconds
-        desired = acme.with_acme(desired, acme_state, prefix, time.time(), retry)
+        opened = self._opened(acme_state)
+        desired = acme.with_acme(desired, acme_state, prefix, time.time(), retry, opened)
         signal_proxies = [d.proxy for d in desired.proxies if d.proxy.mode == "signal"]
         served = self.served(snapshot, signal_proxies) if signal_proxies else {}
         if self.cert_checker is not None:  # a certificate a proxy cannot load never reaches it
@@ -174,6 +175,14 @@ class Reconciler:
         _log_pass(result, self.last)
         self.last = result
         return result
+
+    def _opened(self, acme_state: acme.AcmeState) -> dict[str, tuple[str, str]]:
+        """The ACME certificates' chains and keys, opened in memory for this pass only (so
+        signal-mode proxies get them in place); none without the account key's secret."""
+        if not acme_state.pairs or not acme_state.wanted:
+            return {}
+        sealing = acmekeys.read_sealing_key(self.settings.acme_account_key_file)
+        return acmekeys.open_pairs(acme_state.pairs, sealing)
 
     def desired_proxy(self, name: str) -> DesiredProxy | None:
         if not self.last:

@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 STAGED_SUFFIX = ".interlock-staged"
 NEW_SUFFIX = ".interlock-new"
 DIGEST_SUFFIX = ".interlock-digest"
+KEY_SUFFIX, KEY_MODE = ".key", 0o400  # as the proxies' secret mounts of keys
 CANNOT_RUN = (126, 127)  # the engine's exit codes for an exec whose binary cannot start
 
 
@@ -140,8 +141,7 @@ class InPlace:
     ) -> None:
         """Stage (one archive), check (the binary alone), swap (one archive: link, digest)."""
         staged = path + STAGED_SUFFIX
-        stage = {_relative(p): t for p, t in {**beside, staged: text}.items()}
-        self.api.put_files(container, "/", stage)
+        self._put(container, kind, {**beside, staged: text})
         code, output = self.api.run_in(container, KINDS[kind].check_argv(staged))
         if code in CANNOT_RUN:
             raise RuntimeError(f"cannot run {kind}'s check in the container: {output}")
@@ -158,7 +158,7 @@ class InPlace:
         """Write, check, rename and record in one ``sh`` exec (config on stdin); NoShell when
         the image cannot run it (nothing live was touched then)."""
         if beside:
-            self.api.put_files(container, "/", {_relative(p): t for p, t in beside.items()})
+            self._put(container, kind, beside)
         new, digest_new = path + NEW_SUFFIX, path + DIGEST_SUFFIX + ".new"
         argv = ["sh", "-c", STEP, "sh", new, path, digest_new, path + DIGEST_SUFFIX, digest]
         code, output = self._run(container, argv + KINDS[kind].check_argv(new), text.encode())
@@ -189,6 +189,18 @@ class InPlace:
         return code, output.decode(errors="replace").strip()
 
     # -- both --------------------------------------------------------------------------------
+
+    def _put(self, container: str, kind: str, files: Mapping[str, str]) -> None:
+        """Files into the container: keys (``*.key``, an ACME certificate's, see
+        ``Certificate.inline``) in an upload of their own, mode 0400 and owned by the user the
+        proxy loads them as, as its secret mounts are; the rest world-readable, as its configs."""
+        keys = {_relative(p): t for p, t in files.items() if p.endswith(KEY_SUFFIX)}
+        rest = {_relative(p): t for p, t in files.items() if not p.endswith(KEY_SUFFIX)}
+        if keys:
+            uid, gid = KINDS[kind].user
+            self.api.put_files(container, "/", keys, mode=KEY_MODE, owner=(int(uid), int(gid)))
+        if rest:
+            self.api.put_files(container, "/", rest)
 
     def _signal(self, container: str, kind: str, path: str) -> None:
         """Reload the master; if that fails, empty the digest so the next pass pushes again."""

@@ -161,7 +161,9 @@ def test_a_controller_killed_in_the_middle_of_an_order_orders_once(
 def test_a_certificate_is_renewed_before_it_expires_and_the_old_one_removed(
     kind, swarm, bed, tmp_path
 ):
-    """Its own pebble, with 40-second certificates: renewed at half their lifetime."""
+    """Its own pebble, with 40-second certificates: renewed at half their lifetime. In signal
+    mode both the first certificate and the renewal are in-place reloads (files beside the
+    config): the proxy's containers are the same throughout and no request fails."""
     ca = start_pebble(tmp_path / "pebble", validity=40)
     try:
         env = acme_env(ca, tmp_path)
@@ -171,7 +173,10 @@ def test_a_certificate_is_renewed_before_it_expires_and_the_old_one_removed(
         lab.app("web", hostname=host, port="8080", acme="true")
         root = str(tmp_path / "pebble-root.pem")
         with ControllerProcess(bed.docker_host, swarm.id, str(tmp_path / "ctl.log"), **env) as ctl:
+            wait_until(lambda: http_get(lab.port, host)[0] == 200, 60, message="HTTP first")
+            containers = proxy_containers(swarm, lab.proxy)
             first = wait_until(lambda: served_certificate(lab.tls_port, host, root), 90, 0.5, "1st")
+            first_in_place = proxy_containers(swarm, lab.proxy) == containers
             issued = time.monotonic()
             before = acme_secrets(swarm)
             https_failures, https_ok = 0, 0
@@ -186,6 +191,7 @@ def test_a_certificate_is_renewed_before_it_expires_and_the_old_one_removed(
                     time.sleep(0.25)
             result = load.result or load.wait()
             assert second is not None, "no renewed certificate served"
+            after = proxy_containers(swarm, lab.proxy)
             # The first version goes once no proxy mounts it any more.
             wait_until(lambda: not before & acme_secrets(swarm), 30, 0.5, "old version removed")
             log = ctl.logs()
@@ -193,12 +199,25 @@ def test_a_certificate_is_renewed_before_it_expires_and_the_old_one_removed(
         print(
             f"{kind}: renewed {renewed_after:.1f}s after the first certificate; HTTP load "
             f"{result.requests} requests, {result.failed} failed; HTTPS probes {https_ok} ok, "
-            f"{https_failures} failed"
+            f"{https_failures} failed; proxy containers {sorted(c[:12] for c in containers)} "
+            f"-> {sorted(c[:12] for c in after)}"
         )
         assert second.not_valid_before_utc > first.not_valid_before_utc
         assert log.count("acme_certificate_issued") >= 2
+        assert first_in_place, "the first certificate restarted the proxy's tasks"
+        assert after == containers, "the renewal restarted the proxy's tasks"
+        assert result.failed == 0 and https_failures == 0, result.summary()
+        assert "PRIVATE KEY" not in log
     finally:
         ca.stop()
+
+
+def proxy_containers(swarm, service) -> set[str]:
+    """Ids of the running containers of the proxy service's tasks (a restart changes them)."""
+    found = swarm.client.containers.list(
+        filters={"label": f"com.docker.swarm.service.id={service.id}"}
+    )
+    return {c.id for c in found}
 
 
 def acme_secrets(swarm) -> set[str]:
