@@ -192,6 +192,7 @@ def test_a_certificate_is_renewed_before_it_expires_and_the_old_one_removed(
             result = load.result or load.wait()
             assert second is not None, "no renewed certificate served"
             after = proxy_containers(swarm, lab.proxy)
+            keys = key_files(swarm, after)
             # The first version goes once no proxy mounts it any more.
             wait_until(lambda: not before & acme_secrets(swarm), 30, 0.5, "old version removed")
             log = ctl.logs()
@@ -208,6 +209,8 @@ def test_a_certificate_is_renewed_before_it_expires_and_the_old_one_removed(
         assert after == containers, "the renewal restarted the proxy's tasks"
         assert result.failed == 0 and https_failures == 0, result.summary()
         assert "PRIVATE KEY" not in log
+        user = "0" if kind == "nginx" else "99"
+        assert keys and all(k.split()[:2] == ["400", user] for k in keys), keys
     finally:
         ca.stop()
 
@@ -218,6 +221,16 @@ def proxy_containers(swarm, service) -> set[str]:
         filters={"label": f"com.docker.swarm.service.id={service.id}"}
     )
     return {c.id for c in found}
+
+
+def key_files(swarm, containers: set[str]) -> list[str]:
+    """ "mode uid path" of each ACME key written beside a proxy's config."""
+    found = []
+    for cid in containers:
+        script = "stat -c '%a %u %n' /etc/nginx/*.acme-*.key /usr/local/etc/haproxy/*.acme-*.key"
+        _, output = swarm.client.containers.get(cid).exec_run(["sh", "-c", script + " 2>/dev/null"])
+        found += output.decode().split("\n")
+    return [line for line in found if line.strip()]
 
 
 def acme_secrets(swarm) -> set[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import json
 import subprocess
 import tarfile
 from dataclasses import replace
@@ -20,11 +21,15 @@ from cryptography.x509.oid import NameOID
 from controller import acme, acmekeys, checkcert
 from controller import plan as planning
 from controller.acmeclient import key_pem
+from controller.agent import local_proxies, refusal
+from controller.board import Board
 from controller.check import check_files
 from controller.desired import desired_state
 from controller.gateway import tar_files
+from controller.plan import PushConfig
 from controller.render import RenderOptions, render
 from controller.snapshot import snapshot_from_api
+from controller.vocabulary import Vocabulary
 from tests import builders as b
 from tests.unit.test_acme import HOST, NOW, P, pair, record
 from tests.unit.test_render import real_check
@@ -181,3 +186,40 @@ def real_check_beside(kind: str, text: str, files, tmp_path) -> subprocess.Compl
     for path, content in files.items():
         (tmp_path / Path(path).name).write_text(local(content))
     return real_check(kind, local(text), tmp_path)
+
+
+def test_agents_on_every_node_get_the_certificate_files_and_accept_them():
+    """Agent mode: the push of each node's proxy container carries the chain and key through
+    the board (as the agent API sends them, JSON), and each node's agent accepts them as files
+    beside the config; the board's status (``/v1/status``) shows none of it."""
+    _, desired, _ = world("signal", acmekeys.sealing_key(account()))
+    one = next(d for d in desired.proxies if d.proxy.name == "ngx")
+    rendered = render(one, RenderOptions())
+    board = Board(P)
+    containers = {}
+    for node in ("n1", "n2", "n3"):
+        raw = b.container(f"c-{node}", f"ngx.{node}", {**LABELS, SERVICE: "p1", NODE: node})
+        board.report({"node": node, "containers": [raw], "served": {}, "errors": {}})
+        containers[node] = raw
+        board.push(
+            PushConfig(
+                "ngx",
+                "nginx",
+                f"c-{node}",
+                one.proxy.spec.config_path,
+                rendered.text,
+                rendered.digest,
+                dict(rendered.files),
+            )
+        )
+    words = Vocabulary(P)
+    for node, raw in containers.items():
+        (want,) = board.pending(node)
+        config = json.loads(json.dumps(want.as_json()))
+        assert config["files"] == dict(rendered.files) and KEY in config["files"].values()
+        assert refusal(config, local_proxies([{**raw, "State": "running"}], words)) == ""
+    assert "PRIVATE KEY" not in json.dumps(board.status()) + repr(board.wants)
+
+
+LABELS = {f"{P}.ext.name": "nginx"}
+SERVICE, NODE = "com.docker.swarm.service.id", "com.docker.swarm.node.id"
