@@ -28,7 +28,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -279,19 +279,32 @@ def _pair(config: Config, data: dict, prefix: str) -> Pair | None:
     return pair if (pair.cert_secret, pair.key_secret) == names else None
 
 
-def _pairs(snapshot: Snapshot, prefix: str) -> tuple[dict[str, Pair], tuple[Config, ...]]:
+def _records(
+    snapshot: Snapshot, prefix: str, roles: tuple[str, ...]
+) -> Iterator[tuple[str, Config, dict | None]]:
+    """Each of our records with one of ``roles``: its role, the config, and its data when it
+    reads as an object under the name its host and version give (else None: a squatted or
+    broken config, kept for clean-up only)."""
     kind = Vocabulary(prefix).key("ext.acme")
-    found, records = {}, []
     for config in snapshot.configs:
-        if config.labels.get(kind) != "pair":
+        role = config.labels.get(kind)
+        if role not in roles:
             continue
-        records.append(config)
         try:
             data = json.loads(config.data)
         except ValueError:
-            continue
-        pair = _pair(config, data, prefix) if isinstance(data, dict) else None
-        if pair and config.name == record_name(prefix, "pair", pair.host, pair.version):
+            data = None
+        named = isinstance(data, dict) and config.name == record_name(
+            prefix, role, str(data.get("host")), str(data.get("version"))
+        )
+        yield role, config, data if named else None
+
+
+def _pairs(snapshot: Snapshot, prefix: str) -> tuple[dict[str, Pair], tuple[Config, ...]]:
+    found, records = {}, []
+    for _, config, data in _records(snapshot, prefix, ("pair",)):
+        records.append(config)
+        if data is not None and (pair := _pair(config, data, prefix)):
             found[pair.cert_secret] = pair
     return found, tuple(records)
 
@@ -303,18 +316,9 @@ def state(snapshot: Snapshot, desired: Desired, prefix: str) -> AcmeState:
     orders: dict[str, Order] = {}
     failures: dict[str, Failure] = {}
     records = []
-    for config in snapshot.configs:
-        role = config.labels.get(kind)
-        if role not in ("order", "failed"):
-            continue
+    for role, config, data in _records(snapshot, prefix, ("order", "failed")):
         records.append(config)
-        try:
-            data = json.loads(config.data)
-        except ValueError:
-            continue
-        if not isinstance(data, dict) or config.name != record_name(
-            prefix, role, str(data.get("host")), str(data.get("version"))
-        ):
+        if data is None:
             continue
         if role == "order" and (order := _order(config, data)):
             if order.host not in orders or order.version > orders[order.host].version:
