@@ -368,6 +368,11 @@ class _Index:
     found: dict[tuple[str, str, int], tuple[str, ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    # Routes and backends that several proxies have alike, one object each: what lives through
+    # the pass is walked by every full garbage collection.
+    made: dict[Route | Backend, Route | Backend] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def targets(self, service_id: str, network_id: str, port: int) -> tuple[str, ...]:
         """``targets`` of a service's tasks, found once however many proxies reach them."""
@@ -698,15 +703,17 @@ class _Builder:
         label = _label(one.app, self.prefix, "default_backend")
         self.problems.append(Problem(one.app.service.name, label, why, proxy=self.proxy.name))
 
-    def desired(self, age: Mapping[str, tuple[int, str]]) -> DesiredProxy:
+    def desired(self, age: Mapping[str, tuple[int, str]], made: dict) -> DesiredProxy:
+        """``made``: the pass's routes and backends so far (``_Index.made``), reused if equal."""
         backends: dict[str, Backend] = {}
         routes = []
         for key in sorted(self.holders):
             group = [self.served[at] for at in self.holders[key]]
             backend = _backend(group)
-            backend = backends.setdefault(backend.name, backend)  # a service's other hosts
+            backend = backends.setdefault(backend.name, made.setdefault(backend, backend))
             spec = group[0].app.spec
-            routes.append(Route(key[0], key[1], spec.rewrite, backend.name, spec.ssl_passthrough))
+            route = Route(key[0], key[1], spec.rewrite, backend.name, spec.ssl_passthrough)
+            routes.append(made.setdefault(route, route))
         default = ""
         if self.default:
             default = backends.setdefault(self.default.name, _backend([self.default])).name
@@ -748,7 +755,7 @@ def _desired_proxy(
             continue
         builder.add(one)
     age = {app.service.name: app.age for app in apps}
-    return builder.desired(age), builder.problems
+    return builder.desired(age, index.made), builder.problems
 
 
 def _conflict(app: _App, key: tuple[str, str], holder: str, prefix: str, proxy: Proxy) -> Problem:
