@@ -32,9 +32,11 @@ from typing import Any
 
 import docker
 import docker.errors
+from cryptography.hazmat.primitives.asymmetric import ec
 from docker.models.services import Service
 from docker.types import EndpointSpec, RestartPolicy, SecretReference, UpdateConfig
 
+from controller.acmeclient import key_pem
 from tests.bed.cluster import Cluster, locked
 from tests.bed.clusterharness import ClusterTest, Slot
 from tests.bed.probes import http_get, wait_until
@@ -44,6 +46,10 @@ ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("nginx", "haproxy")
 AGENT_PORT = 9180
 TOKEN_FILE = "interlock-agent-token"
+ACCOUNT_FILE = "interlock-acme-account"  # the controller's default account key file
+# No CA is reachable from the nodes: a test's ACME certificate is made as if issued, and the
+# controller is pointed at a port where nothing listens, never at a public CA.
+NO_CA = {"INTERLOCK_ACME_DIRECTORY": "http://127.0.0.1:9/directory"}
 APP_PORT = "8080"
 MIN_REQUESTS = 50  # per port under load: a quiet run sends 277+ in the shortest; a dead proxy ~0
 ALL = (1, 2, 3)
@@ -153,6 +159,9 @@ class AgentEdge:
         self.net = self.swarm.network("proxy")
         self.control_net = self.swarm.network("agents", attachable=False)
         self.token = self.swarm.secret("agent-token", secrets.token_hex(32))
+        # The controller's ACME account key: ACME certificates reach the proxies in place.
+        self.account_pem = key_pem(ec.generate_private_key(ec.SECP256R1())).encode()
+        self.account = self.swarm.secret("acme-account", self.account_pem)
         # Each node's own volume of HAProxy runtime sockets, shared by its agent and its HAProxy
         # proxy (stack.yml's `haproxy-runtime`).
         self.runtime_volume = f"{self.prefix}-runtime"
@@ -182,10 +191,13 @@ class AgentEdge:
             "controller",
             self.image,
             args=["run"],
-            env=self._env({"INTERLOCK_AGENT_PORT": str(AGENT_PORT)}),
+            env=self._env({"INTERLOCK_AGENT_PORT": str(AGENT_PORT), **NO_CA}),
             mounts=["/var/run/docker.sock:/var/run/docker.sock:rw"],
             networks=[self.control_net.name, self.net.name],
-            secrets=self._secret(),
+            secrets=[
+                *self._secret(),
+                SecretReference(self.account.id, self.account.name, filename=ACCOUNT_FILE),
+            ],
             endpoint_spec=EndpointSpec(mode="dnsrr"),
             constraints=["node.role == manager"],
             restart_policy=RestartPolicy(condition="any", delay=1_000_000_000),

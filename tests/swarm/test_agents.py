@@ -10,17 +10,20 @@ each test makes its own backends.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 
+from controller import acme, acmekeys
 from tests.bed.clusterharness import ClusterTest, nodes_lock
 from tests.bed.harness import put_file
 from tests.bed.probes import http_get, wait_until
 from tests.swarm.agentbed import (
     ALL,
+    APP_PORT,
     KINDS,
     AgentEdge,
     Loads,
@@ -29,6 +32,7 @@ from tests.swarm.agentbed import (
     versioned_update_config,
 )
 from tests.swarm.test_runtime_api import serving_pids
+from tests.unit.test_acme_inplace import self_signed
 
 HOST = "steady.example.com"
 
@@ -612,3 +616,59 @@ def test_draining_a_node_with_backend_tasks_under_load_loses_nothing(edge, logs_
         edge.swarm.wait_running(service, timeout=90)
     took = edge.wait_everywhere("drained.example.com", "task=", timeout=60)
     print(f"node 3 active again: its new proxy tasks routed within {took:.1f}s")
+
+
+# -- ACME certificates in place -----------------------------------------------------------------
+
+
+def test_an_acme_certificate_reaches_every_node_in_place_without_a_restart(edge, logs_on_failure):
+    """An ACME certificate made as if issued (its secrets and its pair record with the key
+    sealed by the controller's account key: no CA is reachable from the nodes) is written by
+    each node's agent beside both proxies' configs, the key mode 0400 and the proxy user's,
+    and no proxy task restarts: the same in-place step as signal mode, through the board."""
+    host, before = "acme.example.com", proxy_ids(edge)
+    make_issued(edge, host, "20261126000000")
+    labels = {edge.label(k): v for k, v in (("hostname", host), ("port", APP_PORT))}
+    edge.app("acmeweb", host, replicas=1, labels={**labels, edge.label("acme"): "true"})
+    found = wait_until(lambda: key_files_everywhere(edge), 60, 0.5, "the key on every node")
+    print(f"ACME key files on every proxy of every node: {found}")
+    edge.wait_everywhere(host, "-acmeweb.", timeout=30)
+    assert proxy_ids(edge) == before
+    assert {f.split()[1] for k, f in found.items() if k[0] == "nginx"} == {"0"}
+    assert {f.split()[1] for k, f in found.items() if k[0] == "haproxy"} == {"99"}
+    assert all(f.split()[0] == "400" for f in found.values())
+
+
+def make_issued(edge: AgentEdge, host: str, version: str) -> None:
+    """The certificate and key secrets and the pair record the controller's worker writes."""
+    chain, key = self_signed(host)
+    cert_name, key_name = acme.secret_names(edge.prefix, host, version)
+    expires = str(int(time.time()) + 60 * 86_400)  # not due: the controller orders nothing
+    own = len(edge.prefix) + 1
+    edge.swarm.secret(
+        cert_name[own:], chain, acme.labels_for(edge.prefix, "cert", host, version, expires=expires)
+    )
+    edge.swarm.secret(key_name[own:], key, acme.labels_for(edge.prefix, "key", host, version))
+    box = acmekeys.seal(acmekeys.sealing_key(edge.account_pem), key, key_name)
+    pair = {"host": host, "version": version, "cert_secret": cert_name, "key_secret": key_name}
+    data = json.dumps({**pair, "chain": chain, "key_box": box})
+    name = acme.record_name(edge.prefix, "pair", host, version)
+    edge.swarm.config(name[own:], data, acme.labels_for(edge.prefix, "pair", host, version))
+
+
+def key_files_everywhere(edge: AgentEdge) -> dict[tuple[str, str], str] | None:
+    """(kind, node) -> "mode uid" of the ACME key beside that proxy's config, when every proxy
+    on every node has one."""
+    found = {}
+    for kind in KINDS:
+        for node, container in edge.proxy_containers(kind).items():
+            client = edge.swarm.cluster.client(int(node.removeprefix("node")))
+            script = "stat -c '%a %u' /etc/nginx/*.acme-*.key /usr/local/etc/haproxy/*.acme-*.key"
+            result = client.containers.get(container).exec_run(
+                ["sh", "-c", f"{script} 2>/dev/null"]
+            )
+            lines = result.output.decode().split()
+            if len(lines) != 2:
+                return None
+            found[(kind, node)] = " ".join(lines)
+    return found if len(found) == 6 else None

@@ -38,10 +38,10 @@ VERSION = "20261201000000"
 CERT_NAME, KEY_NAME = acme.secret_names(P, HOST, VERSION)
 
 
-def self_signed() -> tuple[str, str]:
-    """A certificate for HOST and its key, other than the check's stand-in pair."""
+def self_signed(host: str = HOST) -> tuple[str, str]:
+    """A certificate for ``host`` and its key, other than the check's stand-in pair."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
