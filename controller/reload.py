@@ -15,24 +15,27 @@ proxy's binary, swap, signal), with the same guarantees:
    own words; nothing live changed, nothing is signalled. The staged file stays, inert (the
    proxy reads only the live path; without a shell nothing can delete it; the next push
    replaces it).
-3. *Swap* (one tar): a hard link ``<path>`` -> the staged file, then the digest file
-   ``<path>.interlock-digest``. The engine extracts a link with one ``link(2)`` after removing
-   the old name, so the live path holds the previous config or the checked one, whole: never a
-   partial file, as a file the engine rewrites in place would be for a moment (it unlinks, then
-   writes). The link is the very inode that was checked; the next stage removes the staged name
-   before writing, so it never touches the live inode (``tests/swarm/test_binary_only.py``).
-   The digest comes after the link: a swap cut between the two leaves the old digest, which
-   costs one more push, never a claim of a config that is not there.
+3. *Swap* (one tar): a hard link ``<path>`` -> the staged file. The engine extracts a link
+   with one ``link(2)`` after removing the old name, so the live path holds the previous config
+   or the checked one, whole: never a partial file, as a file the engine rewrites in place would
+   be for a moment (it unlinks, then writes). The link is the very inode that was checked; the
+   next stage removes the staged name before writing, so it never touches the live inode
+   (``tests/swarm/test_binary_only.py``).
 
 **The shell path** (images with ``sh``, ``cat`` and ``mv``, as the official ones): the same
-write, check, rename (atomic within one directory) and digest, in one ``sh`` exec with the config
+write, check and rename (atomic within one directory), in one ``sh`` exec with the config
 on its stdin. An image that cannot run it (exit 126/127, or a tool "not found") takes the API
 path, and the container is remembered as such, so it costs one failed exec once.
 
-Then *signal* (``POST /containers/{id}/kill``): nginx SIGHUP, HAProxy master-worker SIGUSR2.
-If the signal cannot be sent the digest is emptied (the next pass pushes again) and the error
-raised: the digest never claims a config the running proxy was not told about. A proxy that
-restarts between any two calls reads a complete config that its binary checked.
+Then *signal* (``POST /containers/{id}/kill``): nginx SIGHUP, HAProxy master-worker SIGUSR2;
+and only then *record* the digest beside the config (``<path>.interlock-digest``, one tar). The
+digest never claims a config the running proxy was not told about: a controller or agent killed
+between the swap and the signal leaves the old digest, so the next pass pushes (and signals)
+again, instead of taking a proxy that still runs the old config for converged (an ACME
+challenge it does not answer yet, a route it does not serve). Killed between the signal and the
+record, it costs one more reload. If the signal cannot be sent the digest is emptied and the
+error raised. A proxy that restarts between any two calls reads a complete config that its
+binary checked.
 
 Why two paths: measured cost. Each archive call makes the engine start a chrooted helper
 process. On the bed's engine (2 busy cores, Docker 20.10) an apply took 0.13-0.21 s (median)
@@ -127,19 +130,33 @@ class InPlace:
                 remember(self.shell_less, container, True)
                 event(log, "inplace_without_shell", container=container[:12], reason=str(why))
             else:
-                if signal:
-                    self._signal(container, kind, path)
+                self._finish(container, kind, path, digest, signal)
                 return
         self._by_api(container, kind, path, text, digest, beside)
+        self._finish(container, kind, path, digest, signal)
+
+    def _finish(self, container: str, kind: str, path: str, digest: str, signal: bool) -> None:
+        """Signal (unless the runtime API already did the work), then record the digest."""
         if signal:
             self._signal(container, kind, path)
+        self._record(container, path + DIGEST_SUFFIX, digest)
+
+    def _record(self, container: str, where: str, digest: str) -> None:
+        """The digest file: by a small ``sh`` exec where the image has one (a process start
+        costs less than the engine's archive helper), else by an archive."""
+        if container not in self.shell_less:
+            code, output = self._run(container, ["sh", "-c", RECORD, "sh", where], digest.encode())
+            if code != 0:
+                raise RuntimeError(f"cannot record the digest at {where}: {output}")
+            return
+        self.api.put_files(container, "/", {_relative(where): digest})
 
     # -- the Engine API path -----------------------------------------------------------------
 
     def _by_api(
         self, container: str, kind: str, path: str, text: str, digest: str, beside: Mapping
     ) -> None:
-        """Stage (one archive), check (the binary alone), swap (one archive: link, digest)."""
+        """Stage (one archive), check (the binary alone), swap (one archive: the link)."""
         staged = path + STAGED_SUFFIX
         self._put(container, kind, {**beside, staged: text})
         code, output = self.api.run_in(container, KINDS[kind].check_argv(staged))
@@ -148,19 +165,19 @@ class InPlace:
         if code != 0:
             raise CheckFailed(f"{kind} refused the config: {output}")
         swap = {_relative(path): _relative(staged)}
-        self.api.put_files(container, "/", {_relative(path + DIGEST_SUFFIX): digest}, links=swap)
+        self.api.put_files(container, "/", {}, links=swap)
 
     # -- the shell path ----------------------------------------------------------------------
 
     def _by_shell(
         self, container: str, kind: str, path: str, text: str, digest: str, beside: Mapping
     ) -> None:
-        """Write, check, rename and record in one ``sh`` exec (config on stdin); NoShell when
-        the image cannot run it (nothing live was touched then)."""
+        """Write, check and rename in one ``sh`` exec (config on stdin); NoShell when the image
+        cannot run it (nothing live was touched then)."""
         if beside:
             self._put(container, kind, beside)
-        new, digest_new = path + NEW_SUFFIX, path + DIGEST_SUFFIX + ".new"
-        argv = ["sh", "-c", STEP, "sh", new, path, digest_new, path + DIGEST_SUFFIX, digest]
+        new = path + NEW_SUFFIX
+        argv = ["sh", "-c", STEP, "sh", new, path]
         code, output = self._run(container, argv + KINDS[kind].check_argv(new), text.encode())
         if code in CANNOT_RUN or (code in STEP_FAILURES and "not found" in output):
             raise NoShell(output or f"exit code {code}")
@@ -213,17 +230,17 @@ class InPlace:
 
 
 # The shell path's one process in the container: each exec is a process start (about 0.1 s, more
-# on a busy node). The config comes on stdin; $1 is where it is written, $2 the live config, $3
-# and $4 their digest files, $5 the digest, then the check's argv.
+# on a busy node). The config comes on stdin; $1 is where it is written, $2 the live config,
+# then the check's argv.
 STEP = (
-    "new=$1 live=$2 dnew=$3 dlive=$4 digest=$5; shift 5; "
-    'cat > "$new" && printf "%s" "$digest" > "$dnew" || { rm -f "$new" "$dnew"; exit 96; }; '
-    'out=$("$@" 2>&1) || { rm -f "$new" "$dnew"; printf "%s" "$out"; exit 97; }; '
-    'mv -f "$new" "$live" || exit 98; mv -f "$dnew" "$dlive" || exit 99'
+    "new=$1 live=$2; shift 2; "
+    'cat > "$new" || { rm -f "$new"; exit 96; }; '
+    'out=$("$@" 2>&1) || { rm -f "$new"; printf "%s" "$out"; exit 97; }; '
+    'mv -f "$new" "$live" || exit 98'
 )
+RECORD = 'cat > "$1.new" && mv -f "$1.new" "$1"'  # the digest on stdin; $1 the digest file
 REFUSED = 97
 STEP_FAILURES = {
     96: "cannot write beside the live config",
     98: "cannot replace the live config",
-    99: "cannot record the digest beside the config",
 }

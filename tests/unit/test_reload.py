@@ -1,6 +1,6 @@
 """The in-place step's Engine API path, over a recording engine at the gateway boundary (plain
 data; the real thing on the Swarm is ``tests/swarm/test_binary_only.py``): stage, check with
-the binary alone, swap by a hard link then the digest, signal; a refusal stops after the check;
+the binary alone, swap by a hard link, signal, then the digest; a refusal stops after the check;
 a signal that cannot be sent empties the digest; a container that cannot run the shell step
 takes this path, once tried."""
 
@@ -13,7 +13,7 @@ import docker.errors
 import pytest
 
 from controller.gateway import tar_files
-from controller.reload import CheckFailed, InPlace
+from controller.reload import RECORD, CheckFailed, InPlace
 
 
 class ApiOnly(InPlace):
@@ -71,8 +71,9 @@ def test_stage_check_swap_signal_in_that_order_with_the_binary_alone():
         ("shell", "sh"),
         ("put", [(staged, "conf")]),
         ("exec", ["nginx", "-t", "-q", "-c", "/" + staged]),
-        ("put", [("etc/nginx/nginx.conf", staged), (digest, "d" * 64)]),  # link, then digest
+        ("put", [("etc/nginx/nginx.conf", staged)]),  # the swap: a link
         ("kill", "SIGHUP"),
+        ("put", [(digest, "d" * 64)]),  # only once the proxy was told: never a false claim
     ]
 
 
@@ -128,4 +129,24 @@ def test_a_container_without_a_shell_is_tried_once_then_goes_straight_to_the_api
     inplace.apply("c1", "nginx", PATH, "one", "1" * 64)
     inplace.apply("c1", "nginx", PATH, "two", "2" * 64)
     assert [call[0] for call in engine.calls].count("shell") == 1
-    assert engine.calls[-1] == ("kill", "SIGHUP")
+    assert engine.calls[-2] == ("kill", "SIGHUP")
+
+
+class WithShell(InPlace):
+    """An InPlace over an image with a shell: its execs succeed and are recorded."""
+
+    def _run(self, container: str, argv: list[str], data: bytes) -> tuple[int, str]:
+        self.api.api.calls.append(("record", argv[-1]) if argv[2] == RECORD else ("step",))
+        return 0, ""
+
+
+def test_the_shell_path_records_the_digest_only_after_the_signal():
+    """A controller killed between the swap and the signal must leave the old digest: the next
+    pass then signals again, instead of taking a proxy that runs the old config for converged."""
+    engine = Engine()
+    WithShell(engine).apply("c1", "nginx", PATH, "conf", "d" * 64)
+    assert engine.calls == [
+        ("step",),  # write, check, rename
+        ("kill", "SIGHUP"),
+        ("record", PATH + ".interlock-digest"),  # then the digest
+    ]
