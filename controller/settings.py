@@ -23,6 +23,9 @@ LABEL_PREFIX_PATTERN = re.compile(
 )
 
 
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", re.ASCII)
+
+
 class Settings(BaseSettings):
     """Every knob of the controller. Field names map to ``INTERLOCK_<NAME>`` variables."""
 
@@ -183,6 +186,31 @@ class Settings(BaseSettings):
             parsed.port  # noqa: B018 (raises on a bad port)
         except ValueError as error:
             raise ValueError(f"bad port: {error}") from None
+        return value
+
+    @field_validator("acme_directory")
+    @classmethod
+    def _is_directory_url(cls, value: str) -> str:
+        """The CA's directory: an http(s) URL with a host (a typo would fail at the first
+        order, hours later, instead of at start)."""
+        parsed = urllib.parse.urlsplit(value)
+        if parsed.scheme not in ("https", "http") or not parsed.hostname:
+            raise ValueError("must be an https:// URL of an ACME directory")
+        return value
+
+    @field_validator("acme_email")
+    @classmethod
+    def _is_email(cls, value: str) -> str:
+        """One address (it becomes the account's mailto: contact); '' for none."""
+        if value and not _EMAIL.fullmatch(value):
+            raise ValueError("must be one e-mail address such as ops@example.com, or empty")
+        return value
+
+    @field_validator("runtime_dir")
+    @classmethod
+    def _is_absolute_or_off(cls, value: str) -> str:
+        if value and not value.startswith("/"):
+            raise ValueError("must be an absolute path, or empty to always reload")
         return value
 
     @field_validator("metrics_address", "agent_address")

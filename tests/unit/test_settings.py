@@ -20,6 +20,12 @@ from controller.settings import SettingsError, load_settings
         ("INTERLOCK_PROXY_HTTPS_PORT", "80"),
         ("INTERLOCK_PROXY_STATUS_PORT", "443"),
         ("INTERLOCK_TEMPLATE_DIR", "/nonexistent/templates"),
+        ("INTERLOCK_ACME_DIRECTORY", "acme-v02.api.letsencrypt.org/directory"),
+        ("INTERLOCK_ACME_EMAIL", "ops@example.com, root@example.com"),
+        ("INTERLOCK_ACME_EMAIL", "ops\n@example.com"),
+        ("INTERLOCK_ACME_KEY_TYPE", "dsa"),
+        ("INTERLOCK_RUNTIME_DIR", "var/run/interlock"),
+        ("INTERLOCK_NGINX_WORKER_SHUTDOWN_TIMEOUT", "-1"),
     ],
 )
 def test_a_bad_setting_names_its_variable(variable, value, monkeypatch):
