@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -239,6 +240,48 @@ def naive_md(part: dict[str, Any]) -> list[str]:
     return lines + _table(header, rows)
 
 
+def _node_steps(part: dict[str, Any], step: str, width: int) -> Iterator[tuple[str, Any]]:
+    """(mode, that step's figures) of each mode measured; a failed step is a row saying so."""
+    for mode in ("agents", "rolling"):
+        got = (part.get(mode) or {}).get(step)
+        if got is None:
+            continue
+        if "error" in got:
+            yield mode, [mode, f"{step} failed: {got['error']}"] + [""] * (width - 2)
+        else:
+            yield mode, got
+
+
+def _latency_rows(part: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for mode, got in _node_steps(part, "latency", 7):
+        if isinstance(got, list):
+            rows.append(got)
+            continue
+        for op in ("create", "remove", "all"):
+            one = got[op]
+            rows.append(
+                [mode, op, one["n"], _s(one["p50_s"]), _s(one["p95_s"]), _s(one["max_s"]),
+                 one.get("failed", "")]
+            )  # fmt: skip
+    return rows
+
+
+def _load_rows(part: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for scenario, what in (("route_changes", "{changes} route changes"),
+                           ("rolling_update", "rolling update")):  # fmt: skip
+        for mode, one in _node_steps(part, scenario, 8):
+            if isinstance(one, list):
+                rows.append(one)
+                continue
+            rows.append(
+                [mode, what.format(**one), one["requests"], one["failed"], one["connect_errors"],
+                 one["read_errors"], one["timeouts"], one["non_2xx"]]
+            )  # fmt: skip
+    return rows
+
+
 def nodes_md(part: dict[str, Any]) -> list[str]:
     lines = [
         "## Agents on a 3-node Swarm: change to routable on every node, and load",
@@ -251,48 +294,15 @@ def nodes_md(part: dict[str, Any]) -> list[str]:
         "returned, task running), `remove` from the call to 404 everywhere.",
         "",
     ]
-    rows = []
-    for mode in ("agents", "rolling"):
-        got = part.get(mode)
-        if not got:
-            continue
-        if "error" in got["latency"]:
-            rows.append([mode, "failed: " + got["latency"]["error"], "", "", "", "", ""])
-            continue
-        for op in ("create", "remove", "all"):
-            one = got["latency"][op]
-            rows.append(
-                [mode, op, one["n"], _s(one["p50_s"]), _s(one["p95_s"]), _s(one["max_s"]),
-                 one.get("failed", "")]
-            )  # fmt: skip
-    lines += _table(["mode", "change", "n", "p50", "p95", "max", "failed"], rows)
+    lines += _table(["mode", "change", "n", "p50", "p95", "max", "failed"], _latency_rows(part))
     lines += [
         "Under wrk load through all 6 ports at once (2 threads, 2 keep-alive connections per "
         "port, no retries): route changes of another service (each waited for on every "
         "port), and a rolling update of a backend with a task on every node.",
         "",
     ]
-    rows = []
-    for mode in ("agents", "rolling"):
-        got = part.get(mode)
-        if not got:
-            continue
-        for scenario in ("route_changes", "rolling_update"):
-            one = got[scenario]
-            if "error" in one:
-                rows.append([mode, f"{scenario} failed: {one['error']}", "", "", "", "", "", ""])
-                continue
-            what = (
-                f"{one['changes']} route changes"
-                if scenario == "route_changes"
-                else "rolling update"
-            )
-            rows.append(
-                [mode, what, one["requests"], one["failed"], one["connect_errors"],
-                 one["read_errors"], one["timeouts"], one["non_2xx"]]
-            )  # fmt: skip
     header = ["mode", "scenario", "requests", "failed", "connect", "read", "timeout", "non-2xx"]
-    lines += _table(header, rows)
+    lines += _table(header, _load_rows(part))
     errors = [e for mode in ("agents", "rolling") for e in (part.get(mode) or {}).get(
         "latency", {}).get("errors", [])]  # fmt: skip
     if errors:
