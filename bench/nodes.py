@@ -8,9 +8,9 @@ agents and the controller mounts a new Docker config into the proxies on every c
 
 - ``latency``: N trials, each a new routed service (1 replica) then its removal; a change is
   routable when *every* proxy on *every* node (6 ports) answers accordingly, polled on fresh
-  connections every ``POLL_INTERVAL``. ``create`` runs from max(the create call returned, the
-  task running by Swarm's clock) to the last port answering from the task; ``remove`` from the
-  call returning to the last port answering 404.
+  connections by ``bench.latency.poll``. ``create`` runs from max(the create call returned,
+  the task running by Swarm's clock) to the last port answering from the task; ``remove`` from
+  the call returning to the last port answering 404.
 - ``load``: wrk through all 6 ports at once (keep-alive, no retries) during route changes of
   another service (each waited for on every port) and, separately, a rolling update of the
   global backend (one task per node, stop-first, 1 s apart): requests and failures.
@@ -19,7 +19,6 @@ agents and the controller mounts a new Docker config into the proxies on every c
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
 import threading
 import time
@@ -30,9 +29,10 @@ from typing import Any
 from bench import progress
 from bench.lab import swarm_time
 from bench.latency import percentile
+from bench.latency import poll as poll_port
 from tests.bed.cluster import ClusterConfig, ensure_cluster
 from tests.bed.clusterharness import ClusterTest, nodes_lock
-from tests.bed.probes import http_get, wait_until
+from tests.bed.probes import wait_until
 from tests.swarm.agentbed import (
     KINDS,
     AgentEdge,
@@ -43,7 +43,6 @@ from tests.swarm.agentbed import (
 )
 
 MODES = ("agents", "rolling")
-POLL_INTERVAL = 0.02
 TIMEOUT = {"agents": 30.0, "rolling": 180.0}
 STEADY = "steady.example.com"
 FULL = {"trials": 20, "changes": {"agents": 20, "rolling": 5}}
@@ -60,16 +59,11 @@ def everywhere(e: AgentEdge, host: str, judge: Judge, timeout: float) -> float:
     deadline = time.monotonic() + timeout
 
     def poll(port: int) -> None:
-        while time.monotonic() < deadline:
-            sent = time.time()
-            try:
-                status, body = http_get(port, host, timeout=2.0)
-            except (OSError, http.client.HTTPException):
-                status, body = 0, ""
-            if judge(status, body):
-                seen[port] = sent
-                return
-            time.sleep(POLL_INTERVAL)
+        def passed(sent: float, status: int, body: str) -> float | None:
+            return sent if judge(status, body) else None
+
+        with contextlib.suppress(TimeoutError):  # a port missing is reported below, for all
+            seen[port] = poll_port(port, host, passed, deadline - time.monotonic())
 
     threads = [threading.Thread(target=poll, args=(p,), daemon=True) for p in ports]
     for thread in threads:
