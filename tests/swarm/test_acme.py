@@ -49,6 +49,16 @@ def acme_env(pebble, folder: Path, **extra: str) -> dict[str, str]:
     }
 
 
+def acme_lab(swarm, bed, kind: str, ca, name: str) -> tuple:
+    """A signal-mode proxy answering challenges on the CA's HTTP port and one service asking
+    for a certificate: (lab, its host)."""
+    lab = routed(swarm, bed.docker_host)
+    lab.proxy_service(kind, mode="signal", tls=True, port=ca.http_port)
+    host = f"{name}-{swarm.id}.example.com"
+    lab.app("web", hostname=host, port="8080", acme="true")
+    return lab, host
+
+
 def served_certificate(port: int, host: str, root: str) -> x509.Certificate | None:
     """The certificate the proxy serves for ``host``, when it verifies against pebble's root."""
     context = ssl.create_default_context(cafile=root)
@@ -136,10 +146,7 @@ def test_a_controller_killed_in_the_middle_of_an_order_orders_once(
     kind, swarm, bed, pebble, tmp_path
 ):
     env = acme_env(pebble, tmp_path)
-    lab = routed(swarm, bed.docker_host)
-    lab.proxy_service(kind, mode="signal", tls=True, port=pebble.http_port)
-    host = f"kill-{swarm.id}.example.com"
-    lab.app("web", hostname=host, port="8080", acme="true")
+    lab, host = acme_lab(swarm, bed, kind, pebble, "kill")
     root = str(tmp_path / "pebble-root.pem")
     orders_before = pebble.orders()
     first = ControllerProcess(bed.docker_host, swarm.id, str(tmp_path / "first.log"), **env)
@@ -167,10 +174,7 @@ def test_a_certificate_is_renewed_before_it_expires_and_the_old_one_removed(
     ca = start_pebble(tmp_path / "pebble", validity=40)
     try:
         env = acme_env(ca, tmp_path)
-        lab = routed(swarm, bed.docker_host)
-        lab.proxy_service(kind, mode="signal", tls=True, port=ca.http_port)
-        host = f"renew-{swarm.id}.example.com"
-        lab.app("web", hostname=host, port="8080", acme="true")
+        lab, host = acme_lab(swarm, bed, kind, ca, "renew")
         root = str(tmp_path / "pebble-root.pem")
         with ControllerProcess(bed.docker_host, swarm.id, str(tmp_path / "ctl.log"), **env) as ctl:
             wait_until(lambda: http_get(lab.port, host)[0] == 200, 60, message="HTTP first")
