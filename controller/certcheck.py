@@ -34,6 +34,7 @@ import docker.errors
 
 from .bounded import remember
 from .desired import Desired, DesiredProxy
+from .gateway import Gateway
 from .kinds import KINDS
 from .labels import Problem
 from .logs import event
@@ -124,7 +125,7 @@ class CertificateChecker:
     Every Docker call goes through the gateway (``api``): counted and retried.
     """
 
-    api: docker.APIClient
+    api: Gateway
     prefix: str
     timeout: float = 30.0  # seconds a batch of check tasks may take, from creation to exit
     parallel: int = 8  # check tasks run at once
@@ -298,9 +299,8 @@ class CertificateChecker:
         return proxy_words(text)
 
     def _logs(self, service: str) -> bytes:
-        """All a service's tasks wrote (the API streams it: read to the end, within the call)."""
-        chunks = self.api.service_logs(service, stdout=True, stderr=True, is_tty=False)
-        return chunks if isinstance(chunks, bytes) else b"".join(chunks)
+        """All a service's tasks wrote, read within the check's timeout."""
+        return self.api.service_output(service, timeout=self.timeout)
 
     def _remove(self, service: str) -> None:
         try:

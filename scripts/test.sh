@@ -37,4 +37,4 @@ step "pytest"
 if [ "$#" -eq 0 ]; then
   set -- tests
 fi
-exec .venv/bin/python -m pytest -v "$@"
+exec .venv/bin/python -m pytest -v --durations=25 "$@"

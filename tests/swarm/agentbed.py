@@ -32,11 +32,13 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 from docker.models.services import Service
 from docker.types import EndpointSpec, RestartPolicy, SecretReference, UpdateConfig
 
 from controller.acmeclient import key_pem
+from controller.gateway import Gateway
 from tests.bed.cluster import Cluster, locked
 from tests.bed.clusterharness import ClusterTest, Slot
 from tests.bed.probes import http_get, wait_until
@@ -354,11 +356,9 @@ class AgentEdge:
     def logs(self, service: Service | None, tail: int = 200) -> str:
         if service is None:
             return ""
-        with contextlib.suppress(docker.errors.APIError):
-            chunks = self.swarm.client.api.service_logs(
-                service.id, stdout=True, stderr=True, tail=tail, timestamps=False
-            )
-            return b"".join(chunks).decode(errors="replace")
+        with contextlib.suppress(docker.errors.APIError, requests.RequestException):
+            raw = Gateway(self.swarm.client.api).service_output(service.id, 30, str(tail))
+            return raw.decode(errors="replace")
         return ""
 
 
