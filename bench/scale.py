@@ -29,7 +29,7 @@ from bench.synthetic import PREFIX, SyntheticSwarm
 from controller.desired import desired_state
 from controller.labels import forget_parsed
 from controller.plan import Deployable, plan, secret_mounts
-from controller.render import RenderOptions
+from controller.render import RenderOptions, forget_rendered
 from controller.snapshot import Snapshot
 from controller.verify import Verifier, render_all
 from tests.swarm.controlled import routed
@@ -173,6 +173,7 @@ def synthetic(quick: bool) -> list[dict[str, Any]]:
         snapshot, held, parse_s = snapshot_memory(swarm)
         served = served_digests(snapshot, options)
         forget_parsed()  # the first pass after a start: no labels parsed, nothing rendered yet
+        forget_rendered()
         verifier = Verifier(options)
         first = one_pass(snapshot, options, served, verifier)
         with full_collections() as collected:

@@ -263,6 +263,11 @@ class Fragments:
 FRAGMENTS = Fragments(GENERATION)
 
 
+def forget_rendered() -> None:
+    """Empty the memory of rendered blocks (benchmarks and tests of a first pass)."""
+    FRAGMENTS.clear()
+
+
 def fragments_function(template: jinja2.Template, kind: str) -> Callable[..., str]:
     """The templates' ``fragments(macro, items, *shared)``: ``macro(item, *shared)`` of each
     item, joined; each block is rendered only when ``FRAGMENTS`` does not have it yet."""

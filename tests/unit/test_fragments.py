@@ -24,7 +24,14 @@ from hypothesis import HealthCheck, given, settings
 from bench.synthetic import PREFIX, SyntheticSwarm
 from controller import render as render_module
 from controller.desired import DesiredProxy, desired_state
-from controller.render import Fragments, Rendered, RenderError, RenderOptions, render
+from controller.render import (
+    Fragments,
+    Rendered,
+    RenderError,
+    RenderOptions,
+    forget_rendered,
+    render,
+)
 from controller.snapshot import snapshot_from_api
 from controller.verify import shape
 from tests import builders as b
@@ -85,7 +92,7 @@ def fixed_states() -> list[DesiredProxy]:
 
 
 def test_a_cold_and_a_warm_cache_give_the_bytes_of_rendering_every_block():
-    render_module.FRAGMENTS.clear()
+    forget_rendered()
     states = fixed_states()
     for desired in states:  # cold: every block rendered now, in this config
         assert_same(desired, OPTIONS[0])

@@ -16,7 +16,7 @@ from types import FrameType
 
 from controller.desired import desired_state
 from controller.labels import forget_parsed
-from controller.render import RenderOptions
+from controller.render import RenderOptions, forget_rendered
 from controller.snapshot import Snapshot, snapshot_from_api
 from controller.verify import render_all
 from tests import builders as b
@@ -79,6 +79,7 @@ def pass_lines(services: int) -> int:
 
     one_pass()  # templates compiled: the counted pass reads every label again, as a first does
     forget_parsed()
+    forget_rendered()
     return lines_run(one_pass)
 
 
