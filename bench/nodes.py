@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -76,6 +77,15 @@ def everywhere(e: AgentEdge, host: str, judge: Judge, timeout: float) -> float:
     return max(seen.values())
 
 
+def busy_cpu_seconds() -> float:
+    """CPU time the whole machine has spent busy (all cores, /proc/stat), in seconds: what a
+    change costs the 3 nodes (and this bench's own polling) while they share its cores."""
+    with open("/proc/stat") as stat:
+        fields = [int(f) for f in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def settle(e: AgentEdge, mode: str) -> None:
     """Never start a change while a proxy task is being replaced (rolling mode)."""
     if mode == "rolling":
@@ -96,9 +106,11 @@ def trial(e: AgentEdge, mode: str, index: int) -> dict[str, Any]:
         answered = everywhere(e, host, lambda s, b: s == 200 and name in b, TIMEOUT[mode])
         got["create"] = answered - max(returned, running)
         settle(e, mode)
+        busy = busy_cpu_seconds()
         service.remove()
         returned = time.time()
         got["remove"] = everywhere(e, host, lambda s, b: s == 404, TIMEOUT[mode]) - returned
+        got["remove_busy_cpu"] = busy_cpu_seconds() - busy
         settle(e, mode)
     except Exception as error:
         got["error"] = f"{type(error).__name__}: {error}"
@@ -130,6 +142,9 @@ def latency(e: AgentEdge, mode: str, trials: int) -> dict[str, Any]:
         "p95_s": percentile(both, 0.95) if both else None,
         "max_s": max(both) if both else None,
     }
+    busy = [r["remove_busy_cpu"] for r in results if "remove_busy_cpu" in r]
+    out["remove_busy_cpu_s"] = statistics.median(busy) if busy else None
+    out["cores"] = os.cpu_count()
     out["errors"] = [r["error"] for r in results if "error" in r]
     return out
 

@@ -310,6 +310,17 @@ def nodes_md(part: dict[str, Any]) -> list[str]:
         "",
     ]
     lines += _table(["mode", "change", "n", "p50", "p95", "max", "failed"], _latency_rows(part))
+    for mode in ("agents", "rolling"):
+        latency = (part.get(mode) or {}).get("latency") or {}
+        if latency.get("remove_busy_cpu_s") is not None:
+            lines += [
+                f"{mode}: the machine's busy CPU time from a removal's call to 404 everywhere, "
+                f"median **{latency['remove_busy_cpu_s']:.2f} s** on {latency['cores']} cores "
+                "(every node's engine, proxies and agents, the controller and this bench's "
+                "polling share them): a change routable everywhere in wall time t needs t ≥ "
+                "that / cores here.",
+                "",
+            ]
     lines += [
         "Under wrk load through all 6 ports at once (2 threads, 2 keep-alive connections per "
         "port, no retries): route changes of another service (each waited for on every "
