@@ -309,6 +309,14 @@ def nodes_md(part: dict[str, Any]) -> list[str]:
         "returned, task running), `remove` from the call to 404 everywhere.",
         "",
     ]
+    chosen = part.get("proxy_nodes")
+    if chosen and len(chosen) < part["nodes"]:
+        lines += [
+            f"**Proxies on node(s) {', '.join(map(str, chosen))} only** "
+            "(`INTERLOCK_BENCH_PROXY_NODES`): what one node's agent and proxies take for a "
+            "change, no other node applying it on the same cores.",
+            "",
+        ]
     lines += _table(["mode", "change", "n", "p50", "p95", "max", "failed"], _latency_rows(part))
     for mode in ("agents", "rolling"):
         latency = (part.get(mode) or {}).get("latency") or {}
@@ -322,7 +330,7 @@ def nodes_md(part: dict[str, Any]) -> list[str]:
                 "",
             ]
     lines += [
-        "Under wrk load through all 6 ports at once (2 threads, 2 keep-alive connections per "
+        "Under wrk load through every proxy port at once (2 threads, 2 keep-alive connections per "
         "port, no retries): route changes of another service (each waited for on every "
         "port), and a rolling update of a backend with a task on every node.",
         "",
