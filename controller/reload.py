@@ -22,6 +22,11 @@ proxy's binary, swap, signal), with the same guarantees:
    next stage removes the staged name before writing, so it never touches the live inode
    (``tests/swarm/test_binary_only.py``).
 
+**The shell path** (images with ``sh``, ``cat`` and ``mv``, as the official ones): the same
+write, check and rename (atomic within one directory), in one ``sh`` exec with the config
+on its stdin. An image that cannot run it (exit 126/127, or a tool "not found") takes the API
+path, and the container is remembered as such, so it costs one failed exec once.
+
 Then *signal* (``POST /containers/{id}/kill``): nginx SIGHUP, HAProxy master-worker SIGUSR2;
 and only then *record* the digest beside the config (``<path>.interlock-digest``, one tar). The
 digest never claims a config the running proxy was not told about: a controller or agent killed
@@ -32,21 +37,10 @@ record, it costs one more reload. If the signal cannot be sent the digest is emp
 error raised. A proxy that restarts between any two calls reads a complete config that its
 binary checked.
 
-**The shell path** (images with ``sh``, ``cat`` and ``mv``, as the official ones): the same
-steps in the same order in one ``sh`` exec with the config on its stdin: write, check, rename
-(atomic within one directory), signal the container's PID 1 (the process the engine's kill
-signals) and record the digest. An image that cannot run it (exit 126/127, or a tool "not
-found") takes the API path, and the container is remembered as such, so it costs one failed
-exec once; a shell that cannot signal (exit 99: swapped, not signalled) hands the signal and
-the record to the engine's calls above.
-
 Why two paths: measured cost. Each archive call makes the engine start a chrooted helper
-process, each exec a process in the container. On the bed's engine (2 busy cores, Docker
-20.10) an apply took 0.13-0.21 s (median) by the shell path and 0.26-0.37 s by the API path; on
-a node of the 3-node bed (an engine in a container, where the agents run) 0.20-0.31 s against
-0.77-0.86 s. When a change reaches every node at once, 6 proxies apply together on 2 cores: the
-shell path's one exec an apply (it was an exec, a kill and a second exec for the digest) is
-what keeps the change routable everywhere within a fraction of a second. nginx reloads on every
+process. On the bed's engine (2 busy cores, Docker 20.10) an apply took 0.13-0.21 s (median)
+by the shell path and 0.26-0.37 s by the API path; on a node of the 3-node bed (an engine in a
+container, where the agents run) 0.20-0.31 s against 0.77-0.86 s. nginx reloads on every
 change, and a stopping task must leave the pool within the 2 s Swarm waits before SIGTERM, so
 0.5 s more per node is a real cost where the image allows the fast way. Both paths run in every
 test run: the bed's full images take the shell path, its binary-only images the API path.
@@ -130,16 +124,13 @@ class InPlace:
         """
         beside = {p: t for p, t in (files or {}).items() if p.startswith(f"{path}.")}
         if container not in self.shell_less:
-            if beside:  # the files the config names, first (an upload: no shell needed)
-                self._put(container, kind, beside)
             try:
-                done = self._by_shell(container, kind, path, text, digest, signal)
+                self._by_shell(container, kind, path, text, digest, beside)
             except NoShell as why:
                 remember(self.shell_less, container, True)
                 event(log, "inplace_without_shell", container=container[:12], reason=str(why))
             else:
-                if not done:  # swapped, but the shell could not signal: the engine's way
-                    self._finish(container, kind, path, digest, signal)
+                self._finish(container, kind, path, digest, signal)
                 return
         self._by_api(container, kind, path, text, digest, beside)
         self._finish(container, kind, path, digest, signal)
@@ -179,29 +170,22 @@ class InPlace:
     # -- the shell path ----------------------------------------------------------------------
 
     def _by_shell(
-        self, container: str, kind: str, path: str, text: str, digest: str, signal: bool
-    ) -> bool:
-        """Write, check, rename, signal and record in one ``sh`` exec (config on stdin): one
-        process start an apply, where the engine's kill and a second exec for the digest cost
-        two more round trips on a node that every change keeps busy. False when all but the
-        signal was done (the caller sends it through the engine); NoShell when the image cannot
-        run it (nothing live was touched then)."""
+        self, container: str, kind: str, path: str, text: str, digest: str, beside: Mapping
+    ) -> None:
+        """Write, check and rename in one ``sh`` exec (config on stdin); NoShell when the image
+        cannot run it (nothing live was touched then)."""
+        if beside:
+            self._put(container, kind, beside)
         new = path + NEW_SUFFIX
-        sig = KINDS[kind].reload_signal.removeprefix("SIG") if signal else "-"
-        argv = ["sh", "-c", STEP, "sh", new, path, sig, "1", digest, path + DIGEST_SUFFIX]
+        argv = ["sh", "-c", STEP, "sh", new, path]
         code, output = self._run(container, argv + KINDS[kind].check_argv(new), text.encode())
         if code in CANNOT_RUN or (code in STEP_FAILURES and "not found" in output):
             raise NoShell(output or f"exit code {code}")
-        if code == UNSIGNALLED:
-            event(log, "inplace_shell_signal_failed", logging.WARNING, container=container[:12],
-                  output=output[:200], fallback="engine kill")  # fmt: skip
-            return False
         if code == REFUSED:
             raise CheckFailed(f"{kind} refused the config: {output}")
         if code != 0:
             why = STEP_FAILURES.get(code, f"the in-place step failed (exit code {code})")
             raise RuntimeError(f"{why} ({path}): {output}")
-        return True
 
     def _run(self, container: str, argv: list[str], data: bytes) -> tuple[int, str]:
         """Run ``argv`` in the container with ``data`` on its stdin: its exit code and output
@@ -245,24 +229,18 @@ class InPlace:
             raise
 
 
-# The shell path's one process in the container: each exec is a process start (about 0.07 s on
-# a quiet node, several times that when every node applies at once), so it does everything. The
-# config comes on stdin; $1 is where it is written, $2 the live config, $3 the signal ("-": none,
-# a runtime update already applied it), $4 the process told (the container's PID 1, which is
-# what the engine's kill signals too), $5 the digest and $6 its file; then the check's argv.
+# The shell path's one process in the container: each exec is a process start (about 0.1 s, more
+# on a busy node). The config comes on stdin; $1 is where it is written, $2 the live config,
+# then the check's argv.
 STEP = (
-    "new=$1 live=$2 sig=$3 pid=$4 digest=$5 record=$6; shift 6; "
+    "new=$1 live=$2; shift 2; "
     'cat > "$new" || { rm -f "$new"; exit 96; }; '
     'out=$("$@" 2>&1) || { rm -f "$new"; printf "%s" "$out"; exit 97; }; '
-    'mv -f "$new" "$live" || exit 98; '
-    '[ "$sig" = - ] || kill -s "$sig" "$pid" || exit 99; '
-    'printf "%s" "$digest" > "$record.new" && mv -f "$record.new" "$record" || exit 95'
+    'mv -f "$new" "$live" || exit 98'
 )
 RECORD = 'cat > "$1.new" && mv -f "$1.new" "$1"'  # the digest on stdin; $1 the digest file
 REFUSED = 97
-UNSIGNALLED = 99  # swapped, but the shell could not signal: the engine's kill is tried instead
 STEP_FAILURES = {
-    95: "cannot record the digest beside the live config (it was signalled)",
     96: "cannot write beside the live config",
     98: "cannot replace the live config",
 }
