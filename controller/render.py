@@ -141,6 +141,8 @@ def server_options(backend: Backend) -> str:
         parts.append("ssl")
         verify = "verify required ca-file @system-ca sni var(txn.host)"
         parts.append(verify if backend.ssl_verify else "verify none")
+        if backend.health_check:  # its HTTP check over TLS too (the defaults check plain TCP)
+            parts.append("check-ssl")
     return "".join(f" {part}" for part in parts)
 
 

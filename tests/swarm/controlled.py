@@ -84,14 +84,17 @@ class Routed:
         )
         return self.port
 
-    def app(self, suffix: str, replicas: int = 1, **labels: str) -> Service:
-        """A backend service routed by ``labels`` (keys without the prefix, '.' as '__')."""
+    def app(
+        self, suffix: str, replicas: int = 1, env: tuple[str, ...] = (), **labels: str
+    ) -> Service:
+        """A backend service routed by ``labels`` (keys without the prefix, '.' as '__'), with
+        ``env`` for the backend beside its task name (see tests/bed/images/backend)."""
         service = self.swarm.service(
             suffix,
             self.swarm.images.backend,
             networks=[self.network.name],
             labels={self.label(k.replace("__", ".")): v for k, v in labels.items()},
-            env=["TASK_NAME={{.Task.Name}}"],
+            env=["TASK_NAME={{.Task.Name}}", *env],
             mode={"Replicated": {"Replicas": replicas}},
         )
         if replicas:

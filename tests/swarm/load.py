@@ -12,7 +12,8 @@ import shutil
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from typing import Self
 
 from tests.bed.probes import LOOPBACK
@@ -20,7 +21,27 @@ from tests.bed.probes import LOOPBACK
 _REQUESTS = re.compile(r"(\d+) requests in ([\d.]+)(m?s|m)")
 _SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 _NON_2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+_STATUS = re.compile(r"^status (\d{3}): (\d+)$", re.MULTILINE)
 MAX_SECONDS = 120
+# wrk counts responses that are not 2xx/3xx but does not say which: this script tallies them by
+# status in each thread and prints the sums at the end, so a failure names 502 or 503.
+STATUS_SCRIPT = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) statuses = {} end
+function response(status, headers, body)
+  if status >= 400 then statuses[status] = (statuses[status] or 0) + 1 end
+end
+function done(summary, latency, requests)
+  local sums = {}
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("statuses")) do
+      sums[status] = (sums[status] or 0) + count
+    end
+  end
+  for status, count in pairs(sums) do io.write(string.format("status %d: %d\\n", status, count)) end
+end
+"""
 
 
 @dataclass
@@ -32,6 +53,7 @@ class LoadResult:
     write_errors: int
     timeouts: int
     output: str
+    statuses: dict[int, int] = field(default_factory=dict)  # 4xx/5xx answers by status
 
     @property
     def failed(self) -> int:
@@ -47,7 +69,9 @@ class LoadResult:
         return (
             f"requests={self.requests} failed={self.failed} (non-2xx={self.non_2xx} "
             f"connect={self.connect_errors} read={self.read_errors} "
-            f"write={self.write_errors} timeout={self.timeouts})"
+            f"write={self.write_errors} timeout={self.timeouts}"
+            + "".join(f" {status}={count}" for status, count in sorted(self.statuses.items()))
+            + ")"
         )
 
 
@@ -66,7 +90,17 @@ def parse(output: str) -> LoadResult:
         write,
         timeout,
         output,
+        {int(status): int(count) for status, count in _STATUS.findall(output)},
     )
+
+
+def _status_script() -> str:
+    """The tally script in a file wrk can read (one a process, rewritten only when it is gone)."""
+    path = os.path.join(tempfile.gettempdir(), f"interlock-wrk-statuses-{os.getpid()}.lua")
+    if not os.path.exists(path):
+        with open(path, "w") as handle:
+            handle.write(STATUS_SCRIPT)
+    return path
 
 
 class Load:
@@ -87,6 +121,8 @@ class Load:
             f"-d{seconds}s",
             "--timeout",
             "5s",
+            "-s",
+            _status_script(),
             "-H",
             f"Host: {host}",
             f"http://{LOOPBACK}:{port}{path}",

@@ -111,3 +111,34 @@ def test_rolling_update_and_scaling_go_through_the_runtime_api_without_a_reload(
         seen_exactly(lab, 1)
         assert pids(swarm, proxy) == again
         assert http_get(lab.port, "r1.example.com")[0] == 200
+
+
+def test_tasks_that_listen_late_get_no_request_before_they_listen(swarm, bed, tmp_path):
+    """Swarm calls a task running when its container starts, not when its app listens (unless
+    the image declares a HEALTHCHECK). A scale 1 -> 3 of tasks that listen 2 s after they start,
+    under load through nginx and HAProxy (its runtime API) at once: every request is answered
+    (nginx: ``max_fails``; HAProxy: ``observe layer4`` marks a refusing server down at once and
+    the request goes to another), and all three tasks serve once they listen."""
+    folder = tmp_path / "runtime"
+    folder.mkdir()
+    lab = routed(swarm, bed.docker_host)
+    proxy_with_runtime(lab, str(folder))
+    ports = {"haproxy": lab.port}
+    lab.proxy_service("nginx", mode="signal")
+    ports["nginx"] = lab.port
+    app = lab.app("late", env=("LISTEN_DELAY=2",), hostname=HOST, port="8080")
+    with lab.run(str(tmp_path / "controller.log"), INTERLOCK_RUNTIME_DIR=str(folder)):
+        for port in ports.values():
+            swarm.wait_http(port, HOST, contains="-late.1.", timeout=30)
+        loads = {kind: Load(port, HOST, seconds=12) for kind, port in ports.items()}
+        with loads["haproxy"], loads["nginx"]:
+            time.sleep(1)
+            lab.scale(app, 3)
+            for port in ports.values():
+                lab.port = port
+                seen_exactly(lab, 3)
+            results = {kind: load.wait() for kind, load in loads.items()}
+    for kind, result in results.items():
+        report(f"{kind}: scale 1 -> 3 of tasks that listen 2 s after they start", result)
+    for kind, result in results.items():
+        assert result.requests >= MIN_REQUESTS and result.failed == 0, (kind, result.summary())

@@ -303,7 +303,8 @@ EXPRESSIONS = {
     "upstream(route)": rf"(?:return 503;|proxy_pass https?://{TOKEN};)",
     "value | quoted": rf'"[{HEADER_VALUE_CHARS}]+"',
     "line": rf"server t\d+ {TOKEN}(?: weight \d+)?(?: check)?(?: ssl)?"  # render.server_lines
-    r"(?: verify (?:none|required ca-file @system-ca sni var\(txn\.host\)))?(?: disabled)?",
+    r"(?: verify (?:none|required ca-file @system-ca sni var\(txn\.host\)))?(?: check-ssl)?"
+    r"(?: disabled)?",
 }
 MACROS = ("location_body(",)  # a call renders the macro's own lines, each checked on its own
 _TAG = re.compile(r"(\{\{.*?\}\}|\{%-?.*?-?%\})")

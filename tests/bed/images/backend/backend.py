@@ -5,7 +5,8 @@ Each ``X-Request-ID`` the request carried comes back as an ``X-Seen-Request-ID``
 sees the id a proxy sent on (and that it sent exactly one).
 HTTP/1.1 with keep-alive, one thread per connection. It runs as PID 1, which ignores SIGTERM
 unless a handler is installed, so it installs one: the stop of a Swarm task must be prompt.
-Set LOG_REQUESTS=1 for an access log on stderr.
+Set LOG_REQUESTS=1 for an access log on stderr. LISTEN_DELAY=<seconds> starts listening that
+long after the process starts (a slow-starting app: Swarm reports the task running meanwhile).
 
 For the routing-feature tests: ``GET /health`` answers 503 while the file /tmp/unhealthy exists
 (a test creates it in one task to fail that task's health check); a WebSocket upgrade (any path)
@@ -107,6 +108,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    time.sleep(float(os.environ.get("LISTEN_DELAY") or 0))
     server = http.server.ThreadingHTTPServer(("", PORT), Handler)
     server.daemon_threads = True
     if os.environ.get("TLS_CERT"):
