@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from tests.bed.cluster import ClusterConfig, ensure_cluster
 from tests.bed.clusterharness import ClusterTest, nodes_lock
 from tests.bed.probes import wait_until
 from tests.swarm.agentbed import (
+    ALL,
     KINDS,
     AgentEdge,
     Loads,
@@ -51,10 +53,18 @@ QUICK = {"trials": 5, "changes": {"agents": 5, "rolling": 2}}
 Judge = Callable[[int, str], bool]
 
 
+def proxy_nodes() -> tuple[int, ...] | None:
+    """``INTERLOCK_BENCH_PROXY_NODES=1`` (comma-separated node indexes) puts the proxies on those
+    nodes only: what one node's agent and proxies take for a change, with no other node
+    applying it on the same cores (on a real Swarm each node has its own). Default: every node."""
+    raw = os.environ.get("INTERLOCK_BENCH_PROXY_NODES", "").strip()
+    return tuple(int(i) for i in raw.split(",")) if raw else None
+
+
 def everywhere(e: AgentEdge, host: str, judge: Judge, timeout: float) -> float:
     """Poll every proxy on every node at once until each answers as ``judge`` wants; the time
     (epoch) of the request that made the last one pass."""
-    ports = [port for _, _, port in e.ports()]
+    ports = [port for _, _, port in e.ports(proxy_nodes())]
     seen: dict[int, float] = {}
     deadline = time.monotonic() + timeout
 
@@ -74,6 +84,15 @@ def everywhere(e: AgentEdge, host: str, judge: Judge, timeout: float) -> float:
     if missing:
         raise TimeoutError(f"{host}: ports {missing} not converged within {timeout:.0f}s")
     return max(seen.values())
+
+
+def busy_cpu_seconds() -> float:
+    """CPU time the whole machine has spent busy (all cores, /proc/stat), in seconds: what a
+    change costs the 3 nodes (and this bench's own polling) while they share its cores."""
+    with open("/proc/stat") as stat:
+        fields = [int(f) for f in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def settle(e: AgentEdge, mode: str) -> None:
@@ -96,9 +115,11 @@ def trial(e: AgentEdge, mode: str, index: int) -> dict[str, Any]:
         answered = everywhere(e, host, lambda s, b: s == 200 and name in b, TIMEOUT[mode])
         got["create"] = answered - max(returned, running)
         settle(e, mode)
+        busy = busy_cpu_seconds()
         service.remove()
         returned = time.time()
         got["remove"] = everywhere(e, host, lambda s, b: s == 404, TIMEOUT[mode]) - returned
+        got["remove_busy_cpu"] = busy_cpu_seconds() - busy
         settle(e, mode)
     except Exception as error:
         got["error"] = f"{type(error).__name__}: {error}"
@@ -130,6 +151,9 @@ def latency(e: AgentEdge, mode: str, trials: int) -> dict[str, Any]:
         "p95_s": percentile(both, 0.95) if both else None,
         "max_s": max(both) if both else None,
     }
+    busy = [r["remove_busy_cpu"] for r in results if "remove_busy_cpu" in r]
+    out["remove_busy_cpu_s"] = statistics.median(busy) if busy else None
+    out["cores"] = os.cpu_count()
     out["errors"] = [r["error"] for r in results if "error" in r]
     return out
 
@@ -156,7 +180,7 @@ def route_changes(e: AgentEdge, mode: str, changes: int) -> dict[str, Any]:
     everywhere(e, "m0.example.com", lambda s, b: s == 200, TIMEOUT[mode])
     settle(e, mode)
     took, done = [], 0
-    with Loads(e, STEADY, seconds=115) as loads:
+    with Loads(e, STEADY, nodes=proxy_nodes() or ALL, seconds=115) as loads:
         began = time.monotonic()
         for change in range(1, changes + 1):
             if time.monotonic() - began > 100:
@@ -183,7 +207,7 @@ def rolling_update(e: AgentEdge, mode: str) -> dict[str, Any]:
             "VERSION=2" if v.startswith("VERSION=") else v for v in env
         ]
 
-    with Loads(e, "rolled.example.com", seconds=115) as loads:
+    with Loads(e, "rolled.example.com", nodes=proxy_nodes() or ALL, seconds=115) as loads:
         time.sleep(2)
         began = time.monotonic()
         e.swarm.update_service(app, mutate)
@@ -199,12 +223,17 @@ def rolling_update(e: AgentEdge, mode: str) -> dict[str, Any]:
 def deploy(swarm: ClusterTest, image: str, mode: str) -> AgentEdge:
     e = AgentEdge(swarm, image, env={"INTERLOCK_MODE": "signal" if mode == "agents" else mode})
     for kind in KINDS:
-        e.deploy_proxy(kind, mode="signal" if mode == "agents" else "rolling")
+        e.deploy_proxy(kind, proxy_nodes(), mode="signal" if mode == "agents" else "rolling")
     e.deploy_controller()
     if mode == "agents":
         e.deploy_agents()
     e.app("steady", STEADY)
-    wait_until(lambda: e.answers(STEADY, "task="), TIMEOUT[mode], 0.2, f"{STEADY} everywhere")
+    wait_until(
+        lambda: e.answers(STEADY, "task=", nodes=proxy_nodes()),
+        TIMEOUT[mode],
+        0.2,
+        f"{STEADY} everywhere",
+    )
     settle(e, mode)
     return e
 
@@ -242,6 +271,7 @@ def run(quick: bool, logs: Path) -> dict[str, Any]:
     cluster = ensure_cluster(ClusterConfig.from_env())
     image = controller_image(cluster)
     out: dict[str, Any] = {"nodes": len(cluster.nodes), "image": image}
+    out["proxy_nodes"] = list(proxy_nodes() or cluster.config.indexes)
     for mode in modes():
         with nodes_lock(cluster):
             swarm = ClusterTest(cluster)

@@ -160,9 +160,18 @@ def _fit_md(fit: dict[str, Any] | None) -> list[str]:
         f"Growth fitted from {fit['from']:,} to {fit['to']:,} services (k in time ∝ "
         f"services^k, least squares; 1.0 = linear): desired+render+plan **k = "
         f"{_k(fit['k_total'])}** (CPU time {_k(fit['k_cpu'])}); desired {_k(fit['k_desired'])}, "
-        f"render {_k(fit['k_render'])}, plan {_k(fit['k_plan'])}.",
+        f"render {_k(fit['k_render'])}, plan {_k(fit['k_plan'])}; CPU of the first pass "
+        f"{_k(fit.get('k_first_cpu'))}, of a pass after a task change "
+        f"{_k(fit.get('k_changed_cpu'))}.",
         "",
     ]
+
+
+def _pair(row: dict[str, Any], which: str) -> str:
+    """One pass's wall and CPU time (``first`` or ``changed``), '-' in older results."""
+    if f"{which}_total_s" not in row:
+        return "-"
+    return f"{_ms(row[f'{which}_total_s'])} ({_ms(row[f'{which}_cpu_s'])})"
 
 
 def scale_md(part: dict[str, Any]) -> list[str]:
@@ -176,7 +185,11 @@ def scale_md(part: dict[str, Any]) -> list[str]:
         "time ∝ services^k from the previous size (1.0 = linear). `CPU` = the pass's CPU time "
         "(median; the machine is shared, and CPU time does not count waiting for a core). "
         "`full GCs` = the garbage collector's full collections during the timed passes, and "
-        "their time: each walks every object the process holds.",
+        "their time: each walks every object the process holds. The timed passes are steady "
+        "ones (the controller remembers parsed labels and each proxy's last render, so a pass "
+        "over an unchanged Swarm parses and renders nothing); `first pass` is the one after a "
+        "start (nothing remembered) and `after a change` the pass after one routed task is "
+        "replaced (both configs render anew), both as wall (CPU) time of one pass.",
         "",
     ]
     rows = []
@@ -188,6 +201,7 @@ def scale_md(part: dict[str, Any]) -> list[str]:
              _ms(row["parse_s"]), _ms(row["desired_s"]), _ms(row["render_s"]),
              f"{row['plan_s'] * 1000:.1f} ms", _ms(row["total_s"]),
              _ms(row["cpu_s"]) if "cpu_s" in row else "-",
+             _pair(row, "first"), _pair(row, "changed"),
              f"{exponent:.2f}" if exponent is not None else "-",
              f"{collections} in {row['repeats']} ({_ms(row['full_collections_s'])})"
              if collections is not None else "-",
@@ -195,7 +209,8 @@ def scale_md(part: dict[str, Any]) -> list[str]:
              f"{row['snapshot_bytes'] / 2**20:.1f} MiB"]
         )  # fmt: skip
     header = ["services", "tasks", "configs (2 proxies)", "parse answers", "desired", "render",
-              "plan", "desired+render+plan", "CPU", "growth k", "full GCs (passes)",
+              "plan", "desired+render+plan", "CPU", "first pass", "after a change", "growth k",
+              "full GCs (passes)",
               "peak memory", "snapshot"]  # fmt: skip
     lines += _table(header, rows)
     lines += _fit_md(part.get("fit"))
@@ -294,9 +309,28 @@ def nodes_md(part: dict[str, Any]) -> list[str]:
         "returned, task running), `remove` from the call to 404 everywhere.",
         "",
     ]
+    chosen = part.get("proxy_nodes")
+    if chosen and len(chosen) < part["nodes"]:
+        lines += [
+            f"**Proxies on node(s) {', '.join(map(str, chosen))} only** "
+            "(`INTERLOCK_BENCH_PROXY_NODES`): what one node's agent and proxies take for a "
+            "change, no other node applying it on the same cores.",
+            "",
+        ]
     lines += _table(["mode", "change", "n", "p50", "p95", "max", "failed"], _latency_rows(part))
+    for mode in ("agents", "rolling"):
+        latency = (part.get(mode) or {}).get("latency") or {}
+        if latency.get("remove_busy_cpu_s") is not None:
+            lines += [
+                f"{mode}: the machine's busy CPU time from a removal's call to 404 everywhere, "
+                f"median **{latency['remove_busy_cpu_s']:.2f} s** on {latency['cores']} cores "
+                "(every node's engine, proxies and agents, the controller and this bench's "
+                "polling share them): a change routable everywhere in wall time t needs t ≥ "
+                "that / cores here.",
+                "",
+            ]
     lines += [
-        "Under wrk load through all 6 ports at once (2 threads, 2 keep-alive connections per "
+        "Under wrk load through every proxy port at once (2 threads, 2 keep-alive connections per "
         "port, no retries): route changes of another service (each waited for on every "
         "port), and a rolling update of a backend with a task on every node.",
         "",

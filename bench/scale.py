@@ -27,10 +27,11 @@ from bench import progress
 from bench.lab import bed, namespace
 from bench.synthetic import PREFIX, SyntheticSwarm
 from controller.desired import desired_state
+from controller.labels import forget_parsed
 from controller.plan import Deployable, plan, secret_mounts
-from controller.render import RenderOptions
+from controller.render import RenderOptions, forget_rendered
 from controller.snapshot import Snapshot
-from controller.verify import render_all
+from controller.verify import Verifier, render_all
 from tests.swarm.controlled import routed
 
 SIZES = (100, 1000, 5000, 10_000)  # 10,000 services: about 75,000 tasks
@@ -47,12 +48,18 @@ def served_digests(snapshot: Snapshot, options: RenderOptions) -> dict[str, str]
     return {c.id: by_service[c.service_id] for c in snapshot.containers}
 
 
-def one_pass(snapshot: Snapshot, options: RenderOptions, served: dict[str, str]) -> dict[str, Any]:
-    """desired + render + plan, timed step by step (seconds), and the CPU time of the whole."""
+def one_pass(
+    snapshot: Snapshot,
+    options: RenderOptions,
+    served: dict[str, str],
+    verifier: Verifier | None = None,
+) -> dict[str, Any]:
+    """desired + render + plan, timed step by step (seconds), and the CPU time of the whole;
+    ``verifier`` kept from pass to pass as the controller keeps its own (None: a new one)."""
     started, cpu_started = time.perf_counter(), time.process_time()
     desired = desired_state(snapshot, PREFIX)
     after_desired = time.perf_counter()
-    rendered, refused = render_all(desired, options)
+    rendered, refused = render_all(desired, options, verifier)
     after_render = time.perf_counter()
     deployable = {
         d.proxy.name: Deployable(d.proxy, rendered[d.proxy.name], secret_mounts(d))
@@ -149,7 +156,7 @@ def full_collections() -> Iterator[dict[str, float]]:
 
 def fits(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """k of each step, fitted from ``FIT_FROM`` services to the largest size."""
-    keys = ("desired_s", "render_s", "plan_s", "total_s", "cpu_s")
+    keys = ("desired_s", "render_s", "plan_s", "total_s", "cpu_s", "first_cpu_s", "changed_cpu_s")
     return {
         "from": FIT_FROM,
         "to": max(r["services"] for r in rows),
@@ -165,9 +172,16 @@ def synthetic(quick: bool) -> list[dict[str, Any]]:
         swarm = SyntheticSwarm(size)
         snapshot, held, parse_s = snapshot_memory(swarm)
         served = served_digests(snapshot, options)
+        forget_parsed()  # the first pass after a start: no labels parsed, nothing rendered yet
+        forget_rendered()
+        verifier = Verifier(options)
+        first = one_pass(snapshot, options, served, verifier)
         with full_collections() as collected:
-            runs = [one_pass(snapshot, options, served) for _ in range(repeats)]
+            runs = [one_pass(snapshot, options, served, verifier) for _ in range(repeats)]
         assert not runs[0]["actions"], "a converged synthetic Swarm should plan nothing"
+        swarm.routed_task_replaced()  # one task replaced: both proxies' configs change
+        changed = one_pass(swarm.snapshot(), options, served, verifier)
+        assert changed["actions"], "a replaced task should change the configs"
         row = {
             "services": size,
             "tasks": len(snapshot.tasks),
@@ -182,11 +196,15 @@ def synthetic(quick: bool) -> list[dict[str, Any]]:
         }
         for step in ("desired_s", "render_s", "plan_s", "total_s", "cpu_s"):
             row[step] = statistics.median(r[step] for r in runs)
+            row[f"first_{step}"], row[f"changed_{step}"] = first[step], changed[step]
         rows.append(row)
         progress(
             f"scale: {size} services, {row['tasks']} tasks: pass {row['total_s'] * 1000:.0f} ms "
             f"(desired {row['desired_s'] * 1000:.0f}, render {row['render_s'] * 1000:.0f}, "
-            f"plan {row['plan_s'] * 1000:.1f}; CPU {row['cpu_s'] * 1000:.0f}), "
+            f"plan {row['plan_s'] * 1000:.1f}; CPU {row['cpu_s'] * 1000:.0f}); first pass "
+            f"{row['first_total_s'] * 1000:.0f} ms (CPU {row['first_cpu_s'] * 1000:.0f}), after "
+            f"a task change {row['changed_total_s'] * 1000:.0f} ms "
+            f"(CPU {row['changed_cpu_s'] * 1000:.0f}), "
             f"peak {row['pass_peak_bytes'] / 2**20:.1f} MiB, "
             f"{row['full_collections']} full collections in {repeats} passes"
         )

@@ -317,6 +317,9 @@ def _headers(reader: _Reader) -> tuple[tuple[str, str], ...]:
 
 
 _NO_LIMITS = Limits()
+# Services whose parsed labels are remembered between passes (the largest Swarm measured has
+# 10,000; each entry is one service's labels and its spec).
+PARSED_SERVICES = 1 << 15
 
 
 def _limits(reader: _Reader) -> Limits:
@@ -373,8 +376,36 @@ def _check_combinations(reader: _Reader, spec: AppSpec) -> None:
             )
 
 
-@_total
 def parse_app(
+    service: str, labels: Mapping[str, str], prefix: str, families: Iterable[str] = FAMILIES
+) -> tuple[AppSpec | None, list[Problem]]:
+    """``read_app`` of these labels, remembered: every pass reads every routed service's labels,
+    and between two passes almost none change. Keyed by the labels' content (each pass lists
+    them anew); a spec is immutable and each caller gets its own list of problems."""
+    try:
+        key = (service, tuple(sorted(labels.items())), prefix, tuple(families))
+        hash(key)
+    except Exception:  # not a mapping of text: read_app says what is wrong with it
+        return read_app(service, labels, prefix, families=families)
+    spec, problems = _read_app_once(*key)
+    return spec, list(problems)
+
+
+def forget_parsed() -> None:
+    """Empty the memory of parsed labels (benchmarks and tests of a first pass)."""
+    _read_app_once.cache_clear()
+
+
+@functools.lru_cache(maxsize=PARSED_SERVICES)
+def _read_app_once(
+    service: str, labels: tuple[tuple[str, str], ...], prefix: str, families: tuple[str, ...]
+) -> tuple[AppSpec | None, tuple[Problem, ...]]:
+    spec, problems = read_app(service, dict(labels), prefix, families=families)
+    return spec, tuple(problems)
+
+
+@_total
+def read_app(
     service: str, labels: Mapping[str, str], prefix: str, families: Iterable[str] = FAMILIES
 ) -> tuple[AppSpec | None, list[Problem]]:
     """Turn an app service's labels into an AppSpec, or None and the reasons it is rejected.

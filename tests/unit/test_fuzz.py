@@ -300,13 +300,14 @@ EXPLICIT = {"many_tls_services": many_tls_services, "huge_and_long": huge_and_lo
 TOKEN = r"[A-Za-z0-9._:/~\[\]-]+"
 # Template expressions whose output is more than one token.
 EXPRESSIONS = {
-    "upstream(route)": rf"(?:return 503;|proxy_pass https?://{TOKEN};)",
+    "upstream(route, b)": rf"(?:return 503;|proxy_pass https?://{TOKEN};)",
     "value | quoted": rf'"[{HEADER_VALUE_CHARS}]+"',
     "line": rf"server t\d+ {TOKEN}(?: weight \d+)?(?: check)?(?: ssl)?"  # render.server_lines
     r"(?: verify (?:none|required ca-file @system-ca sni var\(txn\.host\)))?(?: check-ssl)?"
     r"(?: disabled)?",
 }
-MACROS = ("location_body(",)  # a call renders the macro's own lines, each checked on its own
+# A call renders the macro's own lines, each checked on its own (fragments: a macro's, per item).
+MACROS = ("location_body(", "fragments(")
 _TAG = re.compile(r"(\{\{.*?\}\}|\{%-?.*?-?%\})")
 
 
