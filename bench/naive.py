@@ -3,8 +3,9 @@
 Both start from the same converged synthetic Swarm (``bench.synthetic``) and see the same events,
 drawn from ``EVENT_MIX`` by a seeded generator. After each event:
 
-- ours runs desired + render + plan; the plan compares digests, and only a proxy whose config
-  changed gets a reload (a ``PushConfig``, counted, then taken as served);
+- ours runs desired + render + plan, with one ``Verifier`` kept from event to event as the
+  controller keeps its own; the plan compares digests, and only a proxy whose config changed
+  gets a reload (a ``PushConfig``, counted, then taken as served);
 - the naive pass renders every proxy's config and reloads every proxy, without comparing
   (what a controller does that pushes and signals on every event it is woken by).
 
@@ -24,7 +25,7 @@ from bench.synthetic import EVENT_MIX, PREFIX, SyntheticSwarm
 from controller.desired import desired_state
 from controller.plan import PushConfig
 from controller.render import RenderOptions
-from controller.verify import render_all
+from controller.verify import Verifier, render_all
 
 EVENTS = 50
 QUICK_EVENTS = 12
@@ -37,9 +38,13 @@ def naive_pass(swarm: SyntheticSwarm, options: RenderOptions) -> int:
     return len(rendered)
 
 
-def our_pass(swarm: SyntheticSwarm, options: RenderOptions, served: dict[str, str]) -> int:
-    """A pass that pushes only changed configs; ``served`` is updated; returns the reloads."""
-    actions = one_pass(swarm.snapshot(), options, served)["actions"]
+def our_pass(
+    swarm: SyntheticSwarm, options: RenderOptions, served: dict[str, str], verifier: Verifier
+) -> int:
+    """A pass that pushes only changed configs; ``served`` is updated; returns the reloads.
+    ``verifier`` lives from pass to pass, as the controller's own does (its last render of each
+    proxy, by desired state)."""
+    actions = one_pass(swarm.snapshot(), options, served, verifier)["actions"]
     pushes = [a for a in actions if isinstance(a, PushConfig)]
     for push in pushes:
         served[push.container_id] = push.digest
@@ -49,6 +54,7 @@ def our_pass(swarm: SyntheticSwarm, options: RenderOptions, served: dict[str, st
 def compare(size: int, events: int, options: RenderOptions) -> dict[str, Any]:
     ours_swarm, naive_swarm = SyntheticSwarm(size), SyntheticSwarm(size)
     served = served_digests(ours_swarm.snapshot(), options)
+    verifier = Verifier(options)
     picker = SyntheticSwarm(0, seed=size).random  # the same event sequence for both
     kinds = [e for e, _ in EVENT_MIX]
     sequence = picker.choices(kinds, weights=[w for _, w in EVENT_MIX], k=events)
@@ -59,7 +65,7 @@ def compare(size: int, events: int, options: RenderOptions) -> dict[str, Any]:
         assert event(naive_swarm) == changes
         counts["route_changing_events"] += changes
         started = time.perf_counter()
-        ours_reloads += our_pass(ours_swarm, options, served)
+        ours_reloads += our_pass(ours_swarm, options, served, verifier)
         ours_s.append(time.perf_counter() - started)
         started = time.perf_counter()
         naive_reloads += naive_pass(naive_swarm, options)
