@@ -106,6 +106,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def _answer(self, status: int, body: dict[str, Any], result: str) -> None:
+        # Counted before the write: a client that has its answer sees it in the metrics.
+        self.server.stats.count(result)
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -114,7 +116,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("WWW-Authenticate", 'Bearer realm="interlock-agents"')
         self.end_headers()
         self.wfile.write(data)
-        self.server.stats.count(result)
 
     def _allowed(self) -> bool:
         if authorised(self.headers.get("Authorization"), self.server.token):
