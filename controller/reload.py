@@ -22,11 +22,6 @@ proxy's binary, swap, signal), with the same guarantees:
    next stage removes the staged name before writing, so it never touches the live inode
    (``tests/swarm/test_binary_only.py``).
 
-**The shell path** (images with ``sh``, ``cat`` and ``mv``, as the official ones): the same
-write, check and rename (atomic within one directory), in one ``sh`` exec with the config
-on its stdin. An image that cannot run it (exit 126/127, or a tool "not found") takes the API
-path, and the container is remembered as such, so it costs one failed exec once.
-
 Then *signal* (``POST /containers/{id}/kill``): nginx SIGHUP, HAProxy master-worker SIGUSR2;
 and only then *record* the digest beside the config (``<path>.interlock-digest``, one tar). The
 digest never claims a config the running proxy was not told about: a controller or agent killed
@@ -35,12 +30,24 @@ again, instead of taking a proxy that still runs the old config for converged (a
 challenge it does not answer yet, a route it does not serve). Killed between the signal and the
 record, it costs one more reload. If the signal cannot be sent the digest is emptied and the
 error raised. A proxy that restarts between any two calls reads a complete config that its
-binary checked.
+binary checked, or, after a runtime update (not signalled, not checked again: ``check_argv``),
+that config with the server lines its running binary took through the runtime API.
+
+**The shell path** (images with ``sh``, ``cat`` and ``mv``, as the official ones): the same
+steps in the same order in one ``sh`` exec with the config on its stdin: write, check, rename
+(atomic within one directory), signal the container's PID 1 (the process the engine's kill
+signals) and record the digest. An image that cannot run it (exit 126/127, or a tool "not
+found") takes the API path, and the container is remembered as such, so it costs one failed
+exec once; a shell that cannot signal (exit 99: swapped, not signalled) hands the signal and
+the record to the engine's calls above.
 
 Why two paths: measured cost. Each archive call makes the engine start a chrooted helper
-process. On the bed's engine (2 busy cores, Docker 20.10) an apply took 0.13-0.21 s (median)
-by the shell path and 0.26-0.37 s by the API path; on a node of the 3-node bed (an engine in a
-container, where the agents run) 0.20-0.31 s against 0.77-0.86 s. nginx reloads on every
+process, each exec a process in the container. On the bed's engine (2 busy cores, Docker
+20.10) an apply took 0.13-0.21 s (median) by the shell path and 0.26-0.37 s by the API path; on
+a node of the 3-node bed (an engine in a container, where the agents run) 0.20-0.31 s against
+0.77-0.86 s. When a change reaches every node at once, 6 proxies apply together on 2 cores: the
+shell path's one exec an apply (it was an exec, a kill and a second exec for the digest) is
+what keeps the change routable everywhere within a fraction of a second. nginx reloads on every
 change, and a stopping task must leave the pool within the 2 s Swarm waits before SIGTERM, so
 0.5 s more per node is a real cost where the image allows the fast way. Both paths run in every
 test run: the bed's full images take the shell path, its binary-only images the API path.
@@ -115,7 +122,8 @@ class InPlace:
         signal: bool = True,
     ) -> None:
         """Write, check, swap, signal (see the module doc; ``signal`` off: the running proxy
-        already serves it, through HAProxy's runtime API, and only the file must say so).
+        already serves it, through HAProxy's runtime API, and only the file must say so; then
+        there is no check either, see ``check_argv``).
         Raises ``CheckFailed`` with the proxy's own words when its binary refuses the config
         (then the live file and the proxy are untouched).
 
@@ -124,15 +132,18 @@ class InPlace:
         """
         beside = {p: t for p, t in (files or {}).items() if p.startswith(f"{path}.")}
         if container not in self.shell_less:
+            if beside:  # the files the config names, first (an upload: no shell needed)
+                self._put(container, kind, beside)
             try:
-                self._by_shell(container, kind, path, text, digest, beside)
+                done = self._by_shell(container, kind, path, text, digest, signal)
             except NoShell as why:
                 remember(self.shell_less, container, True)
                 event(log, "inplace_without_shell", container=container[:12], reason=str(why))
             else:
-                self._finish(container, kind, path, digest, signal)
+                if not done:  # swapped, but the shell could not signal: the engine's way
+                    self._finish(container, kind, path, digest, signal)
                 return
-        self._by_api(container, kind, path, text, digest, beside)
+        self._by_api(container, kind, path, text, beside, signal)
         self._finish(container, kind, path, digest, signal)
 
     def _finish(self, container: str, kind: str, path: str, digest: str, signal: bool) -> None:
@@ -154,12 +165,18 @@ class InPlace:
     # -- the Engine API path -----------------------------------------------------------------
 
     def _by_api(
-        self, container: str, kind: str, path: str, text: str, digest: str, beside: Mapping
+        self,
+        container: str,
+        kind: str,
+        path: str,
+        text: str,
+        beside: Mapping,
+        signal: bool,
     ) -> None:
         """Stage (one archive), check (the binary alone), swap (one archive: the link)."""
         staged = path + STAGED_SUFFIX
         self._put(container, kind, {**beside, staged: text})
-        code, output = self.api.run_in(container, KINDS[kind].check_argv(staged))
+        code, output = self._check(container, kind, staged, signal)
         if code in CANNOT_RUN:
             raise RuntimeError(f"cannot run {kind}'s check in the container: {output}")
         if code != 0:
@@ -167,25 +184,38 @@ class InPlace:
         swap = {_relative(path): _relative(staged)}
         self.api.put_files(container, "/", {}, links=swap)
 
+    def _check(self, container: str, kind: str, staged: str, signal: bool) -> tuple[int, str]:
+        """The binary's check of the staged file (exit code, words); none when not signalled."""
+        if not signal:
+            return 0, ""
+        return self.api.run_in(container, KINDS[kind].check_argv(staged))
+
     # -- the shell path ----------------------------------------------------------------------
 
     def _by_shell(
-        self, container: str, kind: str, path: str, text: str, digest: str, beside: Mapping
-    ) -> None:
-        """Write, check and rename in one ``sh`` exec (config on stdin); NoShell when the image
-        cannot run it (nothing live was touched then)."""
-        if beside:
-            self._put(container, kind, beside)
+        self, container: str, kind: str, path: str, text: str, digest: str, signal: bool
+    ) -> bool:
+        """Write, check, rename, signal and record in one ``sh`` exec (config on stdin): one
+        process start an apply, where the engine's kill and a second exec for the digest cost
+        two more round trips on a node that every change keeps busy. False when all but the
+        signal was done (the caller sends it through the engine); NoShell when the image cannot
+        run it (nothing live was touched then)."""
         new = path + NEW_SUFFIX
-        argv = ["sh", "-c", STEP, "sh", new, path]
-        code, output = self._run(container, argv + KINDS[kind].check_argv(new), text.encode())
+        sig = KINDS[kind].reload_signal.removeprefix("SIG") if signal else "-"
+        argv = ["sh", "-c", STEP, "sh", new, path, sig, "1", digest, path + DIGEST_SUFFIX]
+        code, output = self._run(container, argv + check_argv(kind, new, signal), text.encode())
         if code in CANNOT_RUN or (code in STEP_FAILURES and "not found" in output):
             raise NoShell(output or f"exit code {code}")
+        if code == UNSIGNALLED:
+            event(log, "inplace_shell_signal_failed", logging.WARNING, container=container[:12],
+                  output=output[:200], fallback="engine kill")  # fmt: skip
+            return False
         if code == REFUSED:
             raise CheckFailed(f"{kind} refused the config: {output}")
         if code != 0:
             why = STEP_FAILURES.get(code, f"the in-place step failed (exit code {code})")
             raise RuntimeError(f"{why} ({path}): {output}")
+        return True
 
     def _run(self, container: str, argv: list[str], data: bytes) -> tuple[int, str]:
         """Run ``argv`` in the container with ``data`` on its stdin: its exit code and output
@@ -229,18 +259,34 @@ class InPlace:
             raise
 
 
-# The shell path's one process in the container: each exec is a process start (about 0.1 s, more
-# on a busy node). The config comes on stdin; $1 is where it is written, $2 the live config,
-# then the check's argv.
+def check_argv(kind: str, path: str, signal: bool) -> list[str]:
+    """The check the shell step runs: the proxy's binary on the new file, or ``true`` when the
+    change is not signalled. That file only records a runtime update: it is the live config
+    (which the binary checked and loads) with server lines rewritten to what the running
+    process took through its runtime API and showed back (``runtime.run_commands``), so the
+    binary has nothing to decide, and its check (HAProxy parses the whole file, about 0.1 s
+    of CPU) ran beside the reloads of every change that moves a task."""
+    return KINDS[kind].check_argv(path) if signal else ["true"]
+
+
+# The shell path's one process in the container: each exec is a process start (about 0.07 s on
+# a quiet node, several times that when every node applies at once), so it does everything. The
+# config comes on stdin; $1 is where it is written, $2 the live config, $3 the signal ("-": none,
+# a runtime update already applied it), $4 the process told (the container's PID 1, which is
+# what the engine's kill signals too), $5 the digest and $6 its file; then the check's argv.
 STEP = (
-    "new=$1 live=$2; shift 2; "
+    "new=$1 live=$2 sig=$3 pid=$4 digest=$5 record=$6; shift 6; "
     'cat > "$new" || { rm -f "$new"; exit 96; }; '
     'out=$("$@" 2>&1) || { rm -f "$new"; printf "%s" "$out"; exit 97; }; '
-    'mv -f "$new" "$live" || exit 98'
+    'mv -f "$new" "$live" || exit 98; '
+    '[ "$sig" = - ] || kill -s "$sig" "$pid" || exit 99; '
+    'printf "%s" "$digest" > "$record.new" && mv -f "$record.new" "$record" || exit 95'
 )
 RECORD = 'cat > "$1.new" && mv -f "$1.new" "$1"'  # the digest on stdin; $1 the digest file
 REFUSED = 97
+UNSIGNALLED = 99  # swapped, but the shell could not signal: the engine's kill is tried instead
 STEP_FAILURES = {
+    95: "cannot record the digest beside the live config (it was signalled)",
     96: "cannot write beside the live config",
     98: "cannot replace the live config",
 }

@@ -2,18 +2,22 @@
 data; the real thing on the Swarm is ``tests/swarm/test_binary_only.py``): stage, check with
 the binary alone, swap by a hard link, signal, then the digest; a refusal stops after the check;
 a signal that cannot be sent empties the digest; a container that cannot run the shell step
-takes this path, once tried."""
+takes this path, once tried. And the shell path's one step, run by the host's ``sh``."""
 
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import tarfile
+import time
+from pathlib import Path
 
 import docker.errors
 import pytest
 
 from controller.gateway import tar_files
-from controller.reload import RECORD, CheckFailed, InPlace
+from controller.reload import RECORD, STEP, CheckFailed, InPlace
 
 
 class ApiOnly(InPlace):
@@ -133,20 +137,121 @@ def test_a_container_without_a_shell_is_tried_once_then_goes_straight_to_the_api
 
 
 class WithShell(InPlace):
-    """An InPlace over an image with a shell: its execs succeed and are recorded."""
+    """An InPlace over an image with a shell: its step exits ``code``; every exec recorded."""
+
+    code = 0
 
     def _run(self, container: str, argv: list[str], data: bytes) -> tuple[int, str]:
         self.api.api.calls.append(("record", argv[-1]) if argv[2] == RECORD else ("step",))
-        return 0, ""
+        return (self.code, "") if argv[2] == STEP else (0, "")
 
 
-def test_the_shell_path_records_the_digest_only_after_the_signal():
-    """A controller killed between the swap and the signal must leave the old digest: the next
-    pass then signals again, instead of taking a proxy that runs the old config for converged."""
+def test_the_shell_path_signals_and_records_in_its_one_exec():
     engine = Engine()
     WithShell(engine).apply("c1", "nginx", PATH, "conf", "d" * 64)
+    assert engine.calls == [("step",)]
+
+
+def test_a_shell_that_cannot_signal_hands_the_signal_then_the_record_to_the_engine():
+    """Swapped but not signalled (exit 99): the engine's kill, and only then the digest."""
+    engine = Engine()
+    inplace = WithShell(engine)
+    inplace.code = 99
+    inplace.apply("c1", "nginx", PATH, "conf", "d" * 64)
     assert engine.calls == [
-        ("step",),  # write, check, rename
+        ("step",),
         ("kill", "SIGHUP"),
-        ("record", PATH + ".interlock-digest"),  # then the digest
+        ("record", PATH + ".interlock-digest"),
     ]
+
+
+# -- the shell step itself, run by the host's sh (the proxy images run the same text) -----------
+
+
+def run_step(tmp_path: Path, sig: str, pid: int, check: list[str]) -> tuple[int, str]:
+    """STEP with the config "new config" on stdin, the live file holding "old config"."""
+    (tmp_path / "live").write_text("old config")
+    argv = ["sh", "-c", STEP, "sh", str(tmp_path / "new"), str(tmp_path / "live"), sig, str(pid),
+            "d" * 64, str(tmp_path / "live.interlock-digest"), *check]  # fmt: skip
+    done = subprocess.run(argv, input=b"new config", capture_output=True, timeout=10)
+    return done.returncode, done.stdout.decode()
+
+
+@pytest.fixture
+def hangup_counter(tmp_path: Path):
+    """A process that appends a line to ``hups`` on every SIGHUP (the proxy's master)."""
+    code = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGHUP, lambda *_: open(sys.argv[1], 'a').write('hup\\n'))\n"
+        "open(sys.argv[1] + '.ready', 'w').close()\n"
+        "time.sleep(30)\n"
+    )
+    hups = tmp_path / "hups"
+    child = subprocess.Popen([sys.executable, "-c", code, str(hups)])
+    deadline = time.monotonic() + 10
+    while not Path(f"{hups}.ready").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    yield child, hups
+    child.kill()
+    child.wait()
+
+
+def test_the_step_swaps_signals_then_records(tmp_path, hangup_counter):
+    child, hups = hangup_counter
+    code, _ = run_step(tmp_path, "HUP", child.pid, ["true"])
+    assert code == 0
+    assert (tmp_path / "live").read_text() == "new config"
+    assert (tmp_path / "live.interlock-digest").read_text() == "d" * 64
+    deadline = time.monotonic() + 5
+    while not hups.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert hups.read_text() == "hup\n"
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_step_that_cannot_signal_swaps_but_records_nothing(tmp_path):
+    """A signal that fails must leave the old digest: the next apply signals again."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    code, _ = run_step(tmp_path, "HUP", gone.pid, ["true"])
+    assert code == 99
+    assert (tmp_path / "live").read_text() == "new config"
+    assert not (tmp_path / "live.interlock-digest").exists()
+
+
+def test_a_refused_config_leaves_the_live_file_and_signals_nothing(tmp_path, hangup_counter):
+    child, hups = hangup_counter
+    code, output = run_step(tmp_path, "HUP", child.pid, ["sh", "-c", "echo bad line 3; exit 1"])
+    assert (code, output) == (97, "bad line 3")  # the words, as $(...) keeps them
+    assert (tmp_path / "live").read_text() == "old config"
+    assert not (tmp_path / "new").exists()
+    assert not (tmp_path / "live.interlock-digest").exists()
+    time.sleep(0.2)
+    assert not hups.exists()
+
+
+def test_a_runtime_update_records_without_a_signal(tmp_path, hangup_counter):
+    child, hups = hangup_counter
+    assert run_step(tmp_path, "-", child.pid, ["true"])[0] == 0
+    assert (tmp_path / "live.interlock-digest").read_text() == "d" * 64
+    time.sleep(0.2)
+    assert not hups.exists()
+
+
+def test_a_runtime_update_is_not_checked_again_and_a_reload_is():
+    """The file that only records a runtime update differs from the live config in the server
+    lines the running binary already took: the step runs ``true`` in place of the check."""
+    seen = []
+
+    class Recording(InPlace):
+        def _run(self, container, argv, data):
+            seen.append(argv[10:])  # what follows sh -c STEP and its 7 arguments
+            return 0, ""
+
+    haproxy = "/usr/local/etc/haproxy/haproxy.cfg"
+    Recording(Engine()).apply("c1", "haproxy", haproxy, "conf", "d" * 64, signal=False)
+    Recording(Engine()).apply("c1", "haproxy", haproxy, "conf", "d" * 64)
+    assert seen == [["true"], ["haproxy", "-c", "-f", haproxy + ".interlock-new"]]
+    engine = Engine()
+    ApiOnly(engine).apply("c1", "haproxy", haproxy, "conf", "d" * 64, signal=False)
+    assert "exec" not in [call[0] for call in engine.calls]  # staged, swapped: no check
