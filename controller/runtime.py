@@ -19,13 +19,14 @@ where this process sees that volume. Reloads are counted per container and reaso
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from . import slots
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 40  # commands a connection: a line stays far below HAProxy's 16 kB buffer
 RUNTIME = "runtime"
+RELOAD_WAIT = 10.0  # seconds a reload's new process has to answer on the runtime socket
 
 
 class RuntimeFailed(RuntimeError):
@@ -71,6 +73,14 @@ def run_commands(path: str, commands: Sequence[str], timeout: float) -> None:
         raise RuntimeFailed(f"not applied: {'; '.join(missed[:3])}")
 
 
+def worker_pid(info: str) -> str:
+    """The ``Pid:`` of a ``show info`` answer ("" if none): which process answers there."""
+    for line in info.splitlines():
+        if line.startswith("Pid:"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
 def _has_socket(served: str, kind: str) -> bool:
     """Whether the config the container serves opened a runtime socket (its proxy mounts the
     runtime folder); without one every change reloads, as it always did, and nothing is said."""
@@ -92,6 +102,7 @@ class Converger:
     # container -> (digest, text) this process last wrote there: no read-back while it serves it
     _written: dict[str, tuple[str, str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _unsure: set[str] = field(default_factory=set)  # reloaded, new process not seen: no runtime
 
     def apply(
         self,
@@ -103,11 +114,15 @@ class Converger:
         files: Mapping[str, str] | None = None,
         proxy: str = "",
         serving: str = "",
+        hold: Callable[[], None] = lambda: None,
     ) -> str:
         """Converge one container to ``text``; "runtime" or the reason it was reloaded.
         ``serving``: the digest the caller knows the container serves (its digest file), so
         the text this process wrote there needs no read back (one engine round trip less on
-        every change). Raises what ``InPlace.apply`` raises (then nothing is counted)."""
+        every change). ``hold`` is called after a runtime update, before the file that only
+        records it is written (and checked): the caller can let reloads go first, as they
+        are what clients wait for. Raises what ``InPlace.apply`` raises (then nothing is
+        counted)."""
         served = self._served_text(container, path, serving)
         endpoint_line = KINDS[kind].endpoint_line
         if KINDS[kind].runtime_dir:
@@ -115,11 +130,19 @@ class Converger:
         else:
             update = slots.Update(text, slots.reload_reason(served, text, endpoint_line))
         done = (
-            update.runtime and _has_socket(served, kind) and self._runtime(container, kind, update)
+            update.runtime
+            and _has_socket(served, kind)
+            and container not in self._unsure
+            and self._runtime(container, kind, update)
         )
+        if done:
+            hold()
+        before = None if done else self._worker(container, kind, served)
         with self._lock:
             self._written.pop(container, None)  # until it is known to be written
         self.inplace.apply(container, kind, path, update.text, digest, files, signal=not done)
+        if before is not None:
+            self._await_reload(container, *before)
         outcome = RUNTIME if done else update.reason
         with self._lock:
             self._written[container] = (digest, update.text)
@@ -154,6 +177,35 @@ class Converger:
               seconds=round(time.monotonic() - started, 3))  # fmt: skip
         return True
 
+    def _worker(self, container: str, kind: str, served: str) -> tuple[str, str] | None:
+        """Before a reload: the runtime socket and the pid of the process answering there."""
+        if not _has_socket(served, kind):
+            return None
+        try:
+            sock = self._socket(container, kind)
+            return sock, worker_pid(ask(sock, "show info", self.timeout))
+        except (RuntimeFailed, OSError):
+            return None
+
+    def _await_reload(self, container: str, sock: str, pid: str) -> None:
+        """Return once a new process answers on the runtime socket. HAProxy reloads after the
+        signal, not at it: a runtime update sent in between reaches the old process, which
+        shows it back and exits, and the new one runs the file as it was read, without it.
+        (Seen on the 3-node bed as a task missing on one node's HAProxy for good.) Not seen
+        within ``RELOAD_WAIT``: the next change to this container reloads."""
+        deadline = time.monotonic() + RELOAD_WAIT
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if worker_pid(ask(sock, "show info", self.timeout)) not in ("", pid):
+                    with self._lock:
+                        self._unsure.discard(container)
+                    return
+            time.sleep(0.02)
+        with self._lock:
+            self._unsure.add(container)
+        event(log, "reload_not_seen", logging.WARNING, container=container[:12],
+              waited=RELOAD_WAIT, next_change="reload")  # fmt: skip
+
     def _socket(self, container: str, kind: str) -> str:
         """Where this process reaches the container's runtime socket (RuntimeFailed if absent)."""
         if not self.folder:
@@ -181,6 +233,7 @@ class Converger:
                 del self._hostnames[gone]
             for gone in set(self._written) - live:
                 del self._written[gone]
+            self._unsure &= live
 
     def report(self) -> dict[str, dict[str, object]]:
         """Per container: its proxy and what was done to it ("runtime" and reload reasons)."""
