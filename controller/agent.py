@@ -32,6 +32,7 @@ import socket
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,7 @@ RETRY_MAX = 5.0  # seconds between attempts while the controller cannot be reach
 MAX_PARALLEL = 8  # containers reloaded at once
 TASK_LABEL = "com.docker.swarm.task.id"  # on the containers of Swarm tasks
 HINT_EVERY = 0.1  # seconds between two hints to the controller
+HOLD_MAX = 30.0  # the longest a runtime update's file waits for the round's reloads
 
 
 class Unauthorised(RuntimeError):
@@ -120,6 +122,45 @@ def refusal(config: Any, local: dict[str, LocalProxy]) -> str:
     ):
         return "a file beside the config that is not at <config path>.<name>"
     return ""
+
+
+class ReloadsFirst:
+    """Orders one round's applies on this node: a file that only records a runtime update
+    (HAProxy already routes by it) is written and checked after every reload of the round,
+    because a reload is what clients wait for and the node's cores are shared (on the 3-node
+    bed, the HAProxy file's check ran beside nginx's reload on every task change). At most
+    ``parallel`` applies work at once; one that waits holds no place."""
+
+    def __init__(self, applies: int, parallel: int) -> None:
+        self.busy = applies  # applies that have neither finished nor reached their hold
+        self.places = threading.Semaphore(parallel)
+        self.cond = threading.Condition()
+        self.held: set[int] = set()
+
+    def run(self, work: Callable[[Callable[[], None]], None]) -> None:
+        """``work(hold)`` in a place of its own; the round counts it done when it returns."""
+        self.places.acquire()
+        try:
+            work(self.hold)
+        finally:
+            self.places.release()
+            with self.cond:
+                if threading.get_ident() not in self.held:
+                    self.busy -= 1
+                    self.cond.notify_all()
+                self.held.discard(threading.get_ident())
+
+    def hold(self) -> None:
+        """A runtime-updated apply waits here until no apply of the round still reloads."""
+        self.places.release()
+        try:
+            with self.cond:
+                self.held.add(threading.get_ident())
+                self.busy -= 1
+                self.cond.notify_all()
+                self.cond.wait_for(lambda: self.busy <= 0, timeout=HOLD_MAX)
+        finally:
+            self.places.acquire()
 
 
 @dataclass
@@ -239,16 +280,20 @@ class Agent:
         if len(allowed) == 1:
             self._apply_one(*allowed[0])
         elif allowed:
-            with ThreadPoolExecutor(max_workers=min(len(allowed), MAX_PARALLEL)) as pool:
-                list(pool.map(lambda pair: self._apply_one(*pair), allowed))
+            gate = ReloadsFirst(len(allowed), MAX_PARALLEL)
+            with ThreadPoolExecutor(max_workers=len(allowed)) as pool:
+                list(pool.map(lambda p: gate.run(lambda hold: self._apply_one(*p, hold)), allowed))
 
-    def _apply_one(self, config: dict[str, Any], proxy: LocalProxy) -> None:
+    def _apply_one(
+        self, config: dict[str, Any], proxy: LocalProxy, hold: Callable[[], None] = lambda: None
+    ) -> None:
         digest, started = config["digest"], time.monotonic()
         try:
             files = config.get("files") or {}
             outcome = self.converger.apply(
                 proxy.id, proxy.kind, proxy.path, config["text"], digest, files,
                 proxy=str(config.get("proxy", ""))[:200], serving=self.served.get(proxy.id, ""),
+                hold=hold,
             )  # fmt: skip
         except CheckFailed as refused:
             self.errors[proxy.id] = (digest, str(refused))
