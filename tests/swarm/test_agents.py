@@ -11,6 +11,7 @@ each test makes its own backends.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -73,13 +74,19 @@ def _rows_without_agent(e: AgentEdge) -> list[dict] | None:
     return rows if len(rows) == 6 and all(r["agent"] == "no agent" for r in rows) else None
 
 
+NOTABLE = re.compile(r"proxy_reload.*haproxy|WARNING|ERROR|agent_started")
+
+
 @pytest.fixture
 def logs_on_failure(edge, request) -> Iterator[None]:
     failed = request.session.testsfailed
     yield
     if request.session.testsfailed > failed:
         print(f"--- controller ---\n{edge.logs(edge.controller)[-6000:]}")
-        print(f"--- agents ---\n{edge.logs(edge.agents)[-6000:]}")
+        agents = edge.logs(edge.agents, tail=2000)
+        notable = [line for line in agents.splitlines() if NOTABLE.search(line)]
+        print("--- agents: HAProxy reloads, warnings and errors ---\n" + "\n".join(notable[-300:]))
+        print(f"--- agents ---\n{agents[-6000:]}")
 
 
 def nodes_of(e: AgentEdge, port: int, host: str, requests: int = 12) -> set[str]:
