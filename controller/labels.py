@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from . import grammar as g
 from . import vocabulary as vocab
-from .grammar import DEFAULT_HEALTH_INTERVAL_MS, LabelError, Redirect, host
+from .grammar import DEFAULT_HEALTH_INTERVAL_MS, LabelError, Redirect
 from .kinds import KINDS
 from .logs import printable
 from .vocabulary import FAMILIES, LB, NATIVE, Vocabulary
@@ -129,6 +129,15 @@ def _declared_name(name: str) -> str:
     return vocab.declared_name(name)
 
 
+def _meanings(ours: Iterable[tuple[str, str]], family: str) -> frozenset[str]:
+    """Our names of the labels a service carries in ``family``: in Interlock 2's, the name each
+    declared ``com.docker.lb.*`` label ``means`` (what ``_Reader.get`` is asked for)."""
+    if family != LB:
+        return frozenset(name for _key, name in ours)
+    declared = (vocab.LB_BY_NAME.get(name) for _key, name in ours)
+    return frozenset(label.meaning for label in declared if label is not None)
+
+
 class _Reader:
     """Reads one service's labels of one family, collecting a Problem per bad value instead of
     raising. Labels are asked for by our names; in Interlock 2's family each name reads the
@@ -153,8 +162,8 @@ class _Reader:
         found = ((key, name_of(key)) for key in sorted(labels))
         self._ours = [(key, name) for key, name in found if name is not None]
         # A service carries a few of the thirty labels a reader asks for: an absent one costs
-        # one set look-up (the pass reads every routed service's labels, every pass).
-        self.present = frozenset(name for _key, name in self._ours)
+        # one set look-up, in either family (a first pass reads every routed service's labels).
+        self.present = _meanings(self._ours, family)
 
     def key(self, name: str) -> str:
         """The key of our label ``name`` in this reader's family (what Problems name)."""
@@ -169,7 +178,7 @@ class _Reader:
 
     def get(self, name: str, default=None, parse: Callable[[str], object] | None = None):
         """The value of a declared label read by its grammar, or ``default``."""
-        if self.family == NATIVE and name not in self.present:
+        if name not in self.present:
             return default
         found = self._declared(name)
         if found is None or found[0] not in self.labels:
@@ -210,7 +219,9 @@ def _hosts(reader: _Reader) -> tuple[str, ...]:
     hostname = reader.get("hostname")
     domain = reader.get("domain")
     main = ".".join(part for part in (hostname, domain) if part)
-    hosts = [host(main)] if main and len(main) <= 253 else []
+    # Each part is already a host name read by ``host`` (lower-cased, RFC 1123 labels): joined,
+    # they are one as well, once no longer than a host name may be.
+    hosts = [main] if main and len(main) <= 253 else []
     if main and not hosts:
         reader.problems.append(
             Problem(reader.service, reader.key("hostname"), "hostname.domain is too long")
@@ -317,6 +328,10 @@ def _headers(reader: _Reader) -> tuple[tuple[str, str], ...]:
 
 
 _NO_LIMITS = Limits()
+# The labels of a ``Limits`` besides ``response_header.<Name>`` (``_limits`` reads each).
+_LIMIT_LABELS = frozenset(
+    ("connect_timeout", "read_timeout", "max_body_size", "ip_allow", "basic_auth_secret")
+)
 # Services whose parsed labels are remembered between passes (the largest Swarm measured has
 # 10,000; each entry is one service's labels and its spec).
 PARSED_SERVICES = 1 << 15
@@ -324,7 +339,10 @@ PARSED_SERVICES = 1 << 15
 
 def _limits(reader: _Reader) -> Limits:
     """Most services set no limit: they share one ``Limits()`` (one object fewer per service
-    that lives through the pass, for the garbage collector to walk)."""
+    that lives through the pass, for the garbage collector to walk), found without asking for
+    each limit's label."""
+    if reader.present.isdisjoint(_LIMIT_LABELS) and not any(map(vocab.is_header, reader.present)):
+        return _NO_LIMITS
     limits = Limits(
         connect_timeout_ms=reader.get("connect_timeout"),
         read_timeout_ms=reader.get("read_timeout"),
