@@ -214,6 +214,12 @@ def _environment(folder: str) -> jinja2.Environment:
     env.filters["regex_literal"] = regex_literal
     env.filters["quoted"] = quoted
     env.filters["tag"] = tag
+    # The helpers a remembered block calls once per backend or route, as filters: a template's
+    # filter is called directly, a function in its context through Jinja's Context.call, which
+    # inspects the callable on every call (~20,000 calls in a first pass over 5,000 services).
+    env.filters["servers"] = servers
+    env.filters["server_text"] = server_text
+    env.filters["upstream"] = upstream
     return env
 
 

@@ -139,7 +139,7 @@ def test_another_template_folder_or_a_changed_template_is_never_served_stale(tmp
     for name in ("nginx.conf.j2", "haproxy.cfg.j2"):
         shutil.copy(builtin / name, tmp_path / name)
     _edit(tmp_path, "    }\n{%- endmacro %}", "    }  # custom\n{%- endmacro %}")  # nginx upstream
-    servers = "{{- server_text(backend) }}\n"  # the end of HAProxy's backend_block
+    servers = "{{- backend | server_text }}\n"  # the end of HAProxy's backend_block
     _edit(tmp_path, f"{servers}{{% endmacro %}}", f"{servers}    # custom\n{{% endmacro %}}")
     custom = RenderOptions(template_dir=str(tmp_path))
     for desired in states:

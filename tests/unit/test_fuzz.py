@@ -300,12 +300,12 @@ EXPLICIT = {"many_tls_services": many_tls_services, "huge_and_long": huge_and_lo
 TOKEN = r"[A-Za-z0-9._:/~\[\]-]+"
 # Template expressions whose output is more than one token.
 EXPRESSIONS = {
-    "upstream(route, b)": rf"(?:return 503;|proxy_pass https?://{TOKEN};)",
+    "route | upstream(b)": rf"(?:return 503;|proxy_pass https?://{TOKEN};)",
     "value | quoted": rf'"[{HEADER_VALUE_CHARS}]+"',
 }
 # Template expressions that print whole lines of their own, each of this shape.
 LINES = {
-    "server_text(backend)": rf"    server t\d+ {TOKEN}(?: weight \d+)?(?: check)?(?: ssl)?"
+    "backend | server_text": rf"    server t\d+ {TOKEN}(?: weight \d+)?(?: check)?(?: ssl)?"
     r"(?: verify (?:none|required ca-file @system-ca sni var\(txn\.host\)))?(?: check-ssl)?"
     r"(?: disabled)?",  # render.server_text
 }
