@@ -129,13 +129,19 @@ def _declared_name(name: str) -> str:
     return vocab.declared_name(name)
 
 
-def _meanings(ours: Iterable[tuple[str, str]], family: str) -> frozenset[str]:
-    """Our names of the labels a service carries in ``family``: in Interlock 2's, the name each
-    declared ``com.docker.lb.*`` label ``means`` (what ``_Reader.get`` is asked for)."""
-    if family != LB:
-        return frozenset(name for _key, name in ours)
-    declared = (vocab.LB_BY_NAME.get(name) for _key, name in ours)
-    return frozenset(label.meaning for label in declared if label is not None)
+def _present(
+    ours: Iterable[tuple[str, str]],
+    labels: Mapping[str, str],
+    family: str,
+    declared: Mapping[str, vocab.Declared],
+) -> dict[str, tuple[str, vocab.Declared]]:
+    """The key and declaration of each declared label a service carries in ``family``, by the
+    name of ours it is asked for (in Interlock 2's family, the one its label ``means``)."""
+    if family == LB:
+        keys = ((f"{LB}.{label.name}", label) for label in vocab.LB_BY_MEANING.values())
+        return {label.meaning: (key, label) for key, label in keys if key in labels}
+    found = ((key, name, declared.get(_declared_name(name))) for key, name in ours)
+    return {name: (key, one) for key, name, one in found if one is not None}
 
 
 class _Reader:
@@ -158,12 +164,11 @@ class _Reader:
         self.declared = declared
         self.family = family
         self.problems: list[Problem] = []
-        name_of = vocab.lb_name_of if family == LB else self.words.name_of
-        found = ((key, name_of(key)) for key in sorted(labels))
-        self._ours = [(key, name) for key, name in found if name is not None]
-        # A service carries a few of the thirty labels a reader asks for: an absent one costs
-        # one set look-up, in either family (a first pass reads every routed service's labels).
-        self.present = _meanings(self._ours, family)
+        start = f"{LB if family == LB else prefix}."  # vocab.lb_name_of, Vocabulary.name_of
+        self._ours = [(key, key[len(start) :]) for key in sorted(labels) if key.startswith(start)]
+        # A service carries a few of the thirty labels a reader asks for, found here once: an
+        # absent one costs one look-up (a first pass reads every routed service's labels).
+        self.present = _present(self._ours, labels, family, declared)
 
     def key(self, name: str) -> str:
         """The key of our label ``name`` in this reader's family (what Problems name)."""
@@ -178,10 +183,8 @@ class _Reader:
 
     def get(self, name: str, default=None, parse: Callable[[str], object] | None = None):
         """The value of a declared label read by its grammar, or ``default``."""
-        if name not in self.present:
-            return default
-        found = self._declared(name)
-        if found is None or found[0] not in self.labels:
+        found = self.present.get(name)
+        if found is None:
             return default
         label, declared = found
         return self.read(label, parse or declared.grammar, default)
@@ -218,7 +221,7 @@ def _hosts(reader: _Reader) -> tuple[str, ...]:
         return reader.get("hostname", ())
     hostname = reader.get("hostname")
     domain = reader.get("domain")
-    main = ".".join(part for part in (hostname, domain) if part)
+    main = f"{hostname}.{domain}" if hostname and domain else hostname or domain
     # Each part is already a host name read by ``host`` (lower-cased, RFC 1123 labels): joined,
     # they are one as well, once no longer than a host name may be.
     hosts = [main] if main and len(main) <= 253 else []
@@ -240,7 +243,7 @@ def _report_unknown(reader: _Reader) -> None:
         if reader.family == LB:
             declared = vocab.LB_BY_NAME.get(name)
         else:
-            declared = reader.declared.get(vocab.declared_name(name))
+            declared = reader.declared.get(_declared_name(name))
         if declared and declared.supported:
             continue
         if declared:
@@ -302,15 +305,16 @@ def family_of(
 
 def _other_family(reader: _Reader) -> None:
     """Labels of the family not read are reported once: ours win over Interlock 2's."""
+    name_of = vocab.lb_name_of if reader.family == NATIVE else reader.words.name_of
+    other = [key for key in reader.labels if name_of(key) is not None]
+    if not other:
+        return
     if reader.family == NATIVE:
-        other = [key for key in reader.labels if vocab.lb_name_of(key) is not None]
         label, why = f"{LB}.*", f"ignored: the service is routed by its {reader.key('*')} labels"
     else:
-        other = [key for key in reader.labels if reader.words.name_of(key) is not None]
         label = reader.words.key("*")
         why = f"ignored: the service is routed by its {LB}.* labels (it names no host of ours)"
-    if other:
-        reader.ignore(label, f"{why} ({len(other)} label(s): {', '.join(sorted(other)[:5])})")
+    reader.ignore(label, f"{why} ({len(other)} label(s): {', '.join(sorted(other)[:5])})")
 
 
 def _headers(reader: _Reader) -> tuple[tuple[str, str], ...]:
@@ -341,7 +345,8 @@ def _limits(reader: _Reader) -> Limits:
     """Most services set no limit: they share one ``Limits()`` (one object fewer per service
     that lives through the pass, for the garbage collector to walk), found without asking for
     each limit's label."""
-    if reader.present.isdisjoint(_LIMIT_LABELS) and not any(map(vocab.is_header, reader.present)):
+    present = reader.present.keys()
+    if present.isdisjoint(_LIMIT_LABELS) and not any(map(vocab.is_header, present)):
         return _NO_LIMITS
     limits = Limits(
         connect_timeout_ms=reader.get("connect_timeout"),
@@ -435,7 +440,8 @@ def read_app(
     _other_family(reader)
     hosts = _hosts(reader)
     redirects = reader.get("redirects", ())
-    hosts += tuple(dict.fromkeys(r.source for r in redirects if r.source not in hosts))
+    if redirects:
+        hosts += tuple(dict.fromkeys(r.source for r in redirects if r.source not in hosts))
     spec = AppSpec(
         hosts=hosts,
         port=reader.get("port"),
