@@ -421,7 +421,8 @@ def _network(app: _App, proxy: Proxy, index: _Index, prefix: str) -> str | Probl
     """The one network on which this proxy reaches this app's tasks, or why there is none."""
     names = index.network_names
     shared = sorted(set(app.service.network_ids) & set(proxy.network_ids))
-    label = _label(app, prefix, "network")
+    # Only a Problem names the label: most apps name no network and share exactly one.
+    label = _label(app, prefix, "network") if app.spec.network or len(shared) != 1 else ""
     if app.spec.network:
         wanted = [n for n in app.service.network_ids if app.spec.network in (n, names.get(n))]
         if not wanted:
@@ -571,11 +572,13 @@ def _refusals(app: _App, proxy: Proxy, index: _Index, prefix: str) -> list[Probl
         if name in kind.cannot
     ]
     secret = app.spec.limits.basic_auth_secret
+    if not secret or problems:
+        return problems
     label = _label(app, prefix, "basic_auth_secret")
-    if secret and not problems and secret not in index.secret_names:
+    if secret not in index.secret_names:
         why = f"Docker secret {secret} does not exist"
         problems.append(Problem(app.service.name, label, why, proxy=proxy.name))
-    elif secret and not problems and not proxy.service_id:
+    elif not proxy.service_id:
         why = f"proxy {proxy.name} is a plain container and cannot mount secrets"
         problems.append(Problem(app.service.name, label, why, proxy=proxy.name))
     return problems

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from itertools import compress
 
 from . import grammar as g
 from . import vocabulary as vocab
@@ -101,7 +102,7 @@ class AppSpec:
             "response_header": bool(self.limits.response_headers),
             "max_body_size": self.limits.max_body_bytes is not None,
         }
-        return tuple(name for name, on in used.items() if on)
+        return tuple(compress(used, used.values()))
 
 
 @dataclass(frozen=True)
