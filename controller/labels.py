@@ -11,10 +11,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from itertools import compress
 
 from . import grammar as g
 from . import vocabulary as vocab
-from .grammar import DEFAULT_HEALTH_INTERVAL_MS, LabelError, Redirect, host
+from .grammar import DEFAULT_HEALTH_INTERVAL_MS, LabelError, Redirect
 from .kinds import KINDS
 from .logs import printable
 from .vocabulary import FAMILIES, LB, NATIVE, Vocabulary
@@ -101,7 +102,7 @@ class AppSpec:
             "response_header": bool(self.limits.response_headers),
             "max_body_size": self.limits.max_body_bytes is not None,
         }
-        return tuple(name for name, on in used.items() if on)
+        return tuple(compress(used, used.values()))
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,21 @@ def _declared_name(name: str) -> str:
     return vocab.declared_name(name)
 
 
+def _present(
+    ours: Iterable[tuple[str, str]],
+    labels: Mapping[str, str],
+    family: str,
+    declared: Mapping[str, vocab.Declared],
+) -> dict[str, tuple[str, vocab.Declared]]:
+    """The key and declaration of each declared label a service carries in ``family``, by the
+    name of ours it is asked for (in Interlock 2's family, the one its label ``means``)."""
+    if family == LB:
+        keys = ((f"{LB}.{label.name}", label) for label in vocab.LB_BY_MEANING.values())
+        return {label.meaning: (key, label) for key, label in keys if key in labels}
+    found = ((key, name, declared.get(_declared_name(name))) for key, name in ours)
+    return {name: (key, one) for key, name, one in found if one is not None}
+
+
 class _Reader:
     """Reads one service's labels of one family, collecting a Problem per bad value instead of
     raising. Labels are asked for by our names; in Interlock 2's family each name reads the
@@ -149,12 +165,11 @@ class _Reader:
         self.declared = declared
         self.family = family
         self.problems: list[Problem] = []
-        name_of = vocab.lb_name_of if family == LB else self.words.name_of
-        found = ((key, name_of(key)) for key in sorted(labels))
-        self._ours = [(key, name) for key, name in found if name is not None]
-        # A service carries a few of the thirty labels a reader asks for: an absent one costs
-        # one set look-up (the pass reads every routed service's labels, every pass).
-        self.present = frozenset(name for _key, name in self._ours)
+        start = f"{LB if family == LB else prefix}."  # vocab.lb_name_of, Vocabulary.name_of
+        self._ours = [(key, key[len(start) :]) for key in sorted(labels) if key.startswith(start)]
+        # A service carries a few of the thirty labels a reader asks for, found here once: an
+        # absent one costs one look-up (a first pass reads every routed service's labels).
+        self.present = _present(self._ours, labels, family, declared)
 
     def key(self, name: str) -> str:
         """The key of our label ``name`` in this reader's family (what Problems name)."""
@@ -169,10 +184,8 @@ class _Reader:
 
     def get(self, name: str, default=None, parse: Callable[[str], object] | None = None):
         """The value of a declared label read by its grammar, or ``default``."""
-        if self.family == NATIVE and name not in self.present:
-            return default
-        found = self._declared(name)
-        if found is None or found[0] not in self.labels:
+        found = self.present.get(name)
+        if found is None:
             return default
         label, declared = found
         return self.read(label, parse or declared.grammar, default)
@@ -209,8 +222,10 @@ def _hosts(reader: _Reader) -> tuple[str, ...]:
         return reader.get("hostname", ())
     hostname = reader.get("hostname")
     domain = reader.get("domain")
-    main = ".".join(part for part in (hostname, domain) if part)
-    hosts = [host(main)] if main and len(main) <= 253 else []
+    main = f"{hostname}.{domain}" if hostname and domain else hostname or domain
+    # Each part is already a host name read by ``host`` (lower-cased, RFC 1123 labels): joined,
+    # they are one as well, once no longer than a host name may be.
+    hosts = [main] if main and len(main) <= 253 else []
     if main and not hosts:
         reader.problems.append(
             Problem(reader.service, reader.key("hostname"), "hostname.domain is too long")
@@ -229,7 +244,7 @@ def _report_unknown(reader: _Reader) -> None:
         if reader.family == LB:
             declared = vocab.LB_BY_NAME.get(name)
         else:
-            declared = reader.declared.get(vocab.declared_name(name))
+            declared = reader.declared.get(_declared_name(name))
         if declared and declared.supported:
             continue
         if declared:
@@ -291,15 +306,16 @@ def family_of(
 
 def _other_family(reader: _Reader) -> None:
     """Labels of the family not read are reported once: ours win over Interlock 2's."""
+    name_of = vocab.lb_name_of if reader.family == NATIVE else reader.words.name_of
+    other = [key for key in reader.labels if name_of(key) is not None]
+    if not other:
+        return
     if reader.family == NATIVE:
-        other = [key for key in reader.labels if vocab.lb_name_of(key) is not None]
         label, why = f"{LB}.*", f"ignored: the service is routed by its {reader.key('*')} labels"
     else:
-        other = [key for key in reader.labels if reader.words.name_of(key) is not None]
         label = reader.words.key("*")
         why = f"ignored: the service is routed by its {LB}.* labels (it names no host of ours)"
-    if other:
-        reader.ignore(label, f"{why} ({len(other)} label(s): {', '.join(sorted(other)[:5])})")
+    reader.ignore(label, f"{why} ({len(other)} label(s): {', '.join(sorted(other)[:5])})")
 
 
 def _headers(reader: _Reader) -> tuple[tuple[str, str], ...]:
@@ -317,6 +333,10 @@ def _headers(reader: _Reader) -> tuple[tuple[str, str], ...]:
 
 
 _NO_LIMITS = Limits()
+# The labels of a ``Limits`` besides ``response_header.<Name>`` (``_limits`` reads each).
+_LIMIT_LABELS = frozenset(
+    ("connect_timeout", "read_timeout", "max_body_size", "ip_allow", "basic_auth_secret")
+)
 # Services whose parsed labels are remembered between passes (the largest Swarm measured has
 # 10,000; each entry is one service's labels and its spec).
 PARSED_SERVICES = 1 << 15
@@ -324,7 +344,11 @@ PARSED_SERVICES = 1 << 15
 
 def _limits(reader: _Reader) -> Limits:
     """Most services set no limit: they share one ``Limits()`` (one object fewer per service
-    that lives through the pass, for the garbage collector to walk)."""
+    that lives through the pass, for the garbage collector to walk), found without asking for
+    each limit's label."""
+    present = reader.present.keys()
+    if present.isdisjoint(_LIMIT_LABELS) and not any(map(vocab.is_header, present)):
+        return _NO_LIMITS
     limits = Limits(
         connect_timeout_ms=reader.get("connect_timeout"),
         read_timeout_ms=reader.get("read_timeout"),
@@ -417,7 +441,8 @@ def read_app(
     _other_family(reader)
     hosts = _hosts(reader)
     redirects = reader.get("redirects", ())
-    hosts += tuple(dict.fromkeys(r.source for r in redirects if r.source not in hosts))
+    if redirects:
+        hosts += tuple(dict.fromkeys(r.source for r in redirects if r.source not in hosts))
     spec = AppSpec(
         hosts=hosts,
         port=reader.get("port"),

@@ -83,6 +83,25 @@ def initial(targets: Sequence[str], weights: Sequence[int] = ()) -> tuple[Slot, 
     return (*filled, *_free(len(targets) + 1, capacity(len(targets))))
 
 
+def initial_text(targets: Sequence[str], weights: Sequence[int], options: str, indent: str) -> str:
+    """The ``server_line`` of each of ``initial``'s slots, each after a newline and ``indent``:
+    what a template prints of a new backend. Most of a backend's lines are its free slots,
+    alike in every backend with as many tasks and the same options: their text is made once
+    (a first pass writes ~16 lines for each of thousands of backends)."""
+    filled = "".join(
+        f"\n{indent}{_line(f't{i}', target, weights[i - 1] if weights else None, options, True)}"
+        for i, target in enumerate(targets, 1)
+    )
+    return filled + _free_text(len(targets) + 1, capacity(len(targets)), options, indent)
+
+
+@functools.lru_cache(maxsize=256)
+def _free_text(first: int, last: int, options: str, indent: str) -> str:
+    """``initial_text``'s lines of the free slots ``first`` to ``last`` (a few shapes: the
+    number of tasks times the backend options in use)."""
+    return "".join(f"\n{indent}{server_line(slot, options)}" for slot in _free(first, last))
+
+
 @functools.lru_cache(maxsize=64)
 def _free(first: int, last: int) -> tuple[Slot, ...]:
     """Free slots ``first`` to ``last``: alike in every backend with as many tasks, so made once
@@ -93,9 +112,14 @@ def _free(first: int, last: int) -> tuple[Slot, ...]:
 def server_line(slot: Slot, options: str) -> str:
     """The config line of a slot (``options``: the backend's, e.g. " check"); the one format
     ``parse`` reads back. The target is the renderer's, already a safe token."""
-    weight = f" weight {slot.weight}" if slot.weight is not None else ""
-    disabled = "" if slot.enabled else " disabled"
-    return f"server {slot.name} {slot.target}{weight}{options}{disabled}"
+    return _line(slot.name, slot.target, slot.weight, options, slot.enabled)
+
+
+def _line(name: str, target: str, weight: int | None, options: str, enabled: bool) -> str:
+    """``server_line`` of a slot's parts (``initial_text`` makes no ``Slot`` for a task)."""
+    weighs = f" weight {weight}" if weight is not None else ""
+    disabled = "" if enabled else " disabled"
+    return f"server {name} {target}{weighs}{options}{disabled}"
 
 
 def _section(line: str) -> str | None:

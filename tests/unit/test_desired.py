@@ -275,3 +275,19 @@ def test_a_label_prefix_other_than_the_default_isolates_controllers():
     mine = b.service("a1", "mine", {"edge.hostname": "a.example.com", "edge.port": "80"})
     desired = desired_state(snap([NGINX, mine]), "edge")
     assert desired.proxies == ()
+
+
+def test_proxies_reaching_a_service_on_other_networks_get_its_tasks_on_their_own():
+    """A lone service's backend is made once a pass for every proxy that reaches it alike
+    (found by the service, its port and its targets): one on another network has its own."""
+    nets = [b.network("n1"), b.network("n2")]
+    first = b.service("p1", "first", {f"{P}.ext.name": "nginx"}, networks=["n1"])
+    second = b.service("p2", "second", {f"{P}.ext.name": "haproxy"}, networks=["n2"])
+    labels = {f"{P}.hostname": "web.example.com", f"{P}.port": "80"}
+    web = b.service("a1", "web", labels, networks=["n1", "n2"])
+    tasks = [b.task("t1", "a1", "10.0.1.2", network="n1"), b.task("t2", "a1", "10.0.2.2", "n2")]
+    desired = desired_state(snap([first, second, web], tasks, nets), P)
+    assert routes_of(desired, "first") == {("web.example.com", ""): ("web", ("10.0.1.2:80",))}
+    assert routes_of(desired, "second") == {("web.example.com", ""): ("web", ("10.0.2.2:80",))}
+    (one, other) = (next(iter(d.backends)) for d in desired.proxies)
+    assert one.name == other.name and one is not other

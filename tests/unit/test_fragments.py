@@ -139,7 +139,8 @@ def test_another_template_folder_or_a_changed_template_is_never_served_stale(tmp
     for name in ("nginx.conf.j2", "haproxy.cfg.j2"):
         shutil.copy(builtin / name, tmp_path / name)
     _edit(tmp_path, "    }\n{%- endmacro %}", "    }  # custom\n{%- endmacro %}")  # nginx upstream
-    _edit(tmp_path, "{%- endfor %}\n{% endmacro %}", "{%- endfor %}\n    # custom\n{% endmacro %}")
+    servers = "{{- backend | server_text }}\n"  # the end of HAProxy's backend_block
+    _edit(tmp_path, f"{servers}{{% endmacro %}}", f"{servers}    # custom\n{{% endmacro %}}")
     custom = RenderOptions(template_dir=str(tmp_path))
     for desired in states:
         assert_same(desired, custom)

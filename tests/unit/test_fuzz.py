@@ -300,11 +300,14 @@ EXPLICIT = {"many_tls_services": many_tls_services, "huge_and_long": huge_and_lo
 TOKEN = r"[A-Za-z0-9._:/~\[\]-]+"
 # Template expressions whose output is more than one token.
 EXPRESSIONS = {
-    "upstream(route, b)": rf"(?:return 503;|proxy_pass https?://{TOKEN};)",
+    "route | upstream(b)": rf"(?:return 503;|proxy_pass https?://{TOKEN};)",
     "value | quoted": rf'"[{HEADER_VALUE_CHARS}]+"',
-    "line": rf"server t\d+ {TOKEN}(?: weight \d+)?(?: check)?(?: ssl)?"  # render.server_lines
+}
+# Template expressions that print whole lines of their own, each of this shape.
+LINES = {
+    "backend | server_text": rf"    server t\d+ {TOKEN}(?: weight \d+)?(?: check)?(?: ssl)?"
     r"(?: verify (?:none|required ca-file @system-ca sni var\(txn\.host\)))?(?: check-ssl)?"
-    r"(?: disabled)?",
+    r"(?: disabled)?",  # render.server_text
 }
 # A call renders the macro's own lines, each checked on its own (fragments: a macro's, per item).
 MACROS = ("location_body(", "fragments(")
@@ -320,6 +323,8 @@ def _line_shape(line: str) -> str | None:
         return None
     if len(parts) == 1 and parts[0].startswith("{{") and parts[0].strip("{}- ").startswith(MACROS):
         return None
+    if len(parts) == 1 and parts[0].strip("{}- ") in LINES:
+        return LINES[parts[0].strip("{}- ")]
     stack: list[list[str]] = [[]]
     for part in parts:
         if part.startswith("{{"):

@@ -325,3 +325,42 @@ def test_a_bug_in_a_grammar_rejects_the_service_and_never_raises(monkeypatch):
 def test_parsing_is_total_even_on_labels_that_are_not_a_mapping(parse):
     spec, (problem,) = parse("web", None, P)  # type: ignore[arg-type]
     assert spec is None and problem.label == f"{P}.*" and problem.rejected
+
+
+def test_interlock_2_labels_are_read_by_the_labels_of_ours_they_mean():
+    """The reader skips the labels a service does not carry: in Interlock 2's family it must
+    know ``ssl_key`` as our ``ssl_cert_key`` and ``service_cluster`` as our cluster."""
+    lb = {
+        f"{vocab.LB}.hosts": "web.example.com",
+        f"{vocab.LB}.port": "8080",
+        f"{vocab.LB}.ssl_cert": "cert",
+        f"{vocab.LB}.ssl_key": "key",
+        f"{vocab.LB}.service_cluster": "blue",
+    }
+    spec, problems = parse_app("web", lb, P)
+    assert problems == []
+    assert (spec.tls.cert_secret, spec.tls.key_secret, spec.cluster) == ("cert", "key", "blue")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "limits"),
+    [
+        ("connect_timeout", "2s", lbl.Limits(connect_timeout_ms=2000)),
+        ("read_timeout", "3s", lbl.Limits(read_timeout_ms=3000)),
+        ("max_body_size", "1k", lbl.Limits(max_body_bytes=1024)),
+        ("ip_allow", "10.0.0.0/8", lbl.Limits(ip_allow=("10.0.0.0/8",))),
+        ("basic_auth_secret", "users", lbl.Limits(basic_auth_secret="users")),
+        (
+            "response_header.X-Frame-Options",
+            "DENY",
+            lbl.Limits(response_headers=(("X-Frame-Options", "DENY"),)),
+        ),
+    ],
+)
+def test_any_one_limit_label_alone_sets_its_limit(name, value, limits):
+    """Services without a limit label share one ``Limits()``, found without reading each
+    limit: a label of any one of them must still be read."""
+    labels = {**app(hostname="web.example.com"), f"{P}.{name}": value}
+    spec, problems = parse_app("web", labels, P)
+    assert problems == []
+    assert spec.limits == limits

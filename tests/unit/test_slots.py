@@ -141,3 +141,19 @@ def test_an_address_the_commands_cannot_say_reloads_instead_of_failing():
     served = config(["10.0.0.2"])
     ipv6 = served.replace("10.0.0.2:8080", "fd00::5:8080")
     assert slots.plan(served, ipv6).reason == "structural"
+
+
+def test_initial_text_is_every_initial_slot_line_its_free_ones_made_once():
+    """What the template prints of a backend's slots (free slots' text remembered by their
+    shape) is ``server_line`` of each of ``initial``'s slots, whichever shape came first."""
+    shapes = [
+        ([], [], ""),
+        (["10.0.0.1:80"], [], " check"),
+        (["10.0.0.1:80", "10.0.0.2:80"], [3, 1], " ssl verify none"),
+        ([f"10.0.0.{i}:80" for i in range(1, 18)], [], ""),  # past MIN_SLOTS: 32 slots
+        (["10.0.0.9:80"], [], ""),
+    ]
+    for targets, weights, options in shapes * 2:
+        lines = [slots.server_line(s, options) for s in slots.initial(targets, weights)]
+        expected = "".join(f"\n    {line}" for line in lines)
+        assert slots.initial_text(targets, weights, options, "    ") == expected
