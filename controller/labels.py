@@ -139,8 +139,8 @@ def _present(
     """The key and declaration of each declared label a service carries in ``family``, by the
     name of ours it is asked for (in Interlock 2's family, the one its label ``means``)."""
     if family == LB:
-        keys = ((f"{LB}.{label.name}", label) for label in vocab.LB_BY_MEANING.values())
-        return {label.meaning: (key, label) for key, label in keys if key in labels}
+        lb = ((meaning, vocab.lb_key(meaning), one) for meaning, one in vocab.LB_BY_MEANING.items())
+        return {meaning: (key, one) for meaning, key, one in lb if key in labels}
     found = ((key, name, declared.get(_declared_name(name))) for key, name in ours)
     return {name: (key, one) for key, name, one in found if one is not None}
 
@@ -165,8 +165,7 @@ class _Reader:
         self.declared = declared
         self.family = family
         self.problems: list[Problem] = []
-        start = f"{LB if family == LB else prefix}."  # vocab.lb_name_of, Vocabulary.name_of
-        self._ours = [(key, key[len(start) :]) for key in sorted(labels) if key.startswith(start)]
+        self._ours = vocab.names_under(LB if family == LB else prefix, labels)
         # A service carries a few of the thirty labels a reader asks for, found here once: an
         # absent one costs one look-up (a first pass reads every routed service's labels).
         self.present = _present(self._ours, labels, family, declared)
@@ -178,7 +177,7 @@ class _Reader:
     def _declared(self, name: str) -> tuple[str, vocab.Declared] | None:
         if self.family == LB:
             label = vocab.LB_BY_MEANING.get(name)
-            return (f"{LB}.{label.name}", label) if label else None
+            return (vocab.lb_key(name), label) if label else None
         declared = self.declared.get(_declared_name(name))
         return (self.key(name), declared) if declared else None  # an Interlock 2 label only
 

@@ -147,6 +147,14 @@ def lb_name_of(key: str) -> str | None:
     return key[len(LB) + 1 :] if key.startswith(LB + ".") else None
 
 
+def names_under(prefix: str, keys: Iterable[str]) -> list[tuple[str, str]]:
+    """(key, name after ``prefix.``) of each key under ``prefix``, sorted by key: what
+    ``Vocabulary.name_of`` or ``lb_name_of`` says of each, for all of a service's labels at once
+    (a first pass reads every routed service's)."""
+    start = prefix + "."
+    return [(key, key[len(start) :]) for key in sorted(keys) if key.startswith(start)]
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     """The label keys of one controller, all under ``prefix``."""
