@@ -11,12 +11,14 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from . import acme, acmekeys, certcheck, identity
 from . import plan as planning
 from .act import Executor
 from .certcheck import CertificateChecker
 from .check import Checker
+from .collector import collector_paused
 from .desired import Desired, DesiredProxy, Proxy, Trust, desired_state
 from .labels import Problem
 from .logs import event, new_pass_id, pass_scope
@@ -55,6 +57,18 @@ def render_options(settings: Settings) -> RenderOptions:
         status_port=settings.proxy_status_port,
         access_log=settings.access_log,
     )
+
+
+class _Decided(NamedTuple):
+    """What a pass decided before acting on it."""
+
+    snapshot: Snapshot
+    desired: Desired
+    rendered: dict[str, Rendered]
+    refused: dict[str, str]
+    problems: list[Problem]
+    actions: list[planning.Action]
+    acme: acme.AcmeState
 
 
 @dataclass
@@ -140,6 +154,29 @@ class Reconciler:
     def _run_pass(self, pass_id: str, dry_run: bool, checks: str) -> PassResult:
         started = time.monotonic()
         calls_before = self.api_calls()
+        with collector_paused():  # the listing and what is built from it die with the pass
+            decided = self._decide(checks)
+        snapshot, actions = decided.snapshot, decided.actions
+        outcomes = [] if dry_run else self.executor.run(actions, snapshot)
+        result = PassResult(
+            pass_id,
+            snapshot,
+            decided.desired,
+            decided.rendered,
+            actions,
+            outcomes,
+            decided.problems,
+            decided.refused,
+        )
+        result.acme = decided.acme
+        result.seconds = time.monotonic() - started
+        result.api_calls = self.api_calls() - calls_before
+        _log_pass(result, self.last)
+        self.last = result
+        return result
+
+    def _decide(self, checks: str) -> _Decided:
+        """Observe, decide, check and plan: everything of a pass before it acts."""
         prefix = self.settings.label_prefix
         snapshot = self.observer.snapshot()
         # The proxies' status pages answer the controller alone: its addresses are in the config.
@@ -165,16 +202,7 @@ class Reconciler:
             problems.append(held)
             refused.setdefault(held.proxy, held.reason)
         actions = planning.plan(snapshot, prefix, deployable, served, self.settings.keep_configs)
-        outcomes = [] if dry_run else self.executor.run(actions, snapshot)
-        result = PassResult(
-            pass_id, snapshot, desired, rendered, actions, outcomes, problems, refused
-        )
-        result.acme = acme_state
-        result.seconds = time.monotonic() - started
-        result.api_calls = self.api_calls() - calls_before
-        _log_pass(result, self.last)
-        self.last = result
-        return result
+        return _Decided(snapshot, desired, rendered, refused, problems, actions, acme_state)
 
     def _opened(self, acme_state: acme.AcmeState) -> dict[str, tuple[str, str]]:
         """The ACME certificates' chains and keys, opened in memory for this pass only (so

@@ -10,6 +10,7 @@ garbage collection keeps the newest N configs of a proxy.
 from __future__ import annotations
 
 import base64
+import gc
 import itertools
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 
 from controller.act import Executor
 from controller.board import AgentObserver, Board
+from controller.collector import collector_paused
 from controller.gateway import Gateway
 from controller.observe import Observer
 from controller.plan import CreateConfig, PushConfig, RemoveConfig, UpdateProxyService
@@ -215,3 +217,46 @@ def test_a_refusal_an_agent_reports_leaves_out_its_culprit_and_keeps_it_out():
         later = rec.run_pass()
         assert board.wants["c1"].digest == fixed.digest
         assert not [a for a in later.actions if isinstance(a, PushConfig)], later.actions
+
+
+class CollectorWatch(FakeEngine):
+    """Notes whether the cyclic garbage collector was on at each engine call."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.collector: dict[str, bool] = {}
+
+    def services(self, filters=None):
+        self.collector["list"] = gc.isenabled()
+        return super().services(filters)
+
+    def create_config(self, name, data, labels=None):
+        self.collector["write"] = gc.isenabled()
+        return super().create_config(name, data, labels)
+
+
+def test_the_collector_is_paused_while_a_pass_decides_and_back_before_it_acts():
+    listed = swarm("a.example.com")
+    engine = CollectorWatch(listed.services_, listed.tasks_)
+    result = reconciler(engine, CountingChecker()).run_pass()
+    assert result.actions, "the pass should write the new configs"
+    assert engine.collector == {"list": False, "write": True}
+    assert gc.isenabled()
+
+
+def test_a_pass_that_raises_gives_the_collector_back():
+    engine = swarm("a.example.com")
+    engine.services = lambda filters=None: (_ for _ in ()).throw(RuntimeError("listing broke"))
+    with pytest.raises(RuntimeError):
+        reconciler(engine, CountingChecker()).run_pass()
+    assert gc.isenabled()
+
+
+def test_a_collector_already_off_stays_off():
+    gc.disable()
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
