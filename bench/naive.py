@@ -22,6 +22,7 @@ from typing import Any
 from bench import progress
 from bench.scale import SIZES, one_pass, served_digests
 from bench.synthetic import EVENT_MIX, PREFIX, SyntheticSwarm
+from controller.collector import collector_paused
 from controller.desired import desired_state
 from controller.plan import PushConfig
 from controller.render import RenderOptions
@@ -43,8 +44,10 @@ def our_pass(
 ) -> int:
     """A pass that pushes only changed configs; ``served`` is updated; returns the reloads.
     ``verifier`` lives from pass to pass, as the controller's own does (its last render of each
-    proxy, by desired state)."""
-    actions = one_pass(swarm.snapshot(), options, served, verifier)["actions"]
+    proxy, by desired state). The listing is parsed with the garbage collector paused, as the
+    controller's pass does (``controller.collector``)."""
+    with collector_paused():
+        actions = one_pass(swarm.snapshot(), options, served, verifier)["actions"]
     pushes = [a for a in actions if isinstance(a, PushConfig)]
     for push in pushes:
         served[push.container_id] = push.digest

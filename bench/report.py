@@ -162,7 +162,8 @@ def _fit_md(fit: dict[str, Any] | None) -> list[str]:
         f"{_k(fit['k_total'])}** (CPU time {_k(fit['k_cpu'])}); desired {_k(fit['k_desired'])}, "
         f"render {_k(fit['k_render'])}, plan {_k(fit['k_plan'])}; CPU of the first pass "
         f"{_k(fit.get('k_first_cpu'))}, of a pass after a task change "
-        f"{_k(fit.get('k_changed_cpu'))}.",
+        f"{_k(fit.get('k_changed_cpu'))}, of a pass that parses a new listing "
+        f"{_k(fit.get('k_listed_cpu'))}.",
         "",
     ]
 
@@ -184,8 +185,12 @@ def scale_md(part: dict[str, Any]) -> list[str]:
         "tracemalloc peak during the pass, beyond the snapshot it reads. `growth` = k in "
         "time ∝ services^k from the previous size (1.0 = linear). `CPU` = the pass's CPU time "
         "(median; the machine is shared, and CPU time does not count waiting for a core). "
-        "`full GCs` = the garbage collector's full collections during the timed passes, and "
-        "their time: each walks every object the process holds. The timed passes are steady "
+        "The controller pauses the garbage collector while a pass lists and decides "
+        "(`controller.collector`), and so do the timed passes. `new listing` = CPU time of a "
+        "pass that parses a new listing first, as each of the controller's does, averaged over "
+        "the repeats with the collector's work between them; `full GCs` = the garbage "
+        "collector's full collections in those passes, and their time: each walks every object "
+        "the process holds. The timed passes are steady "
         "ones (the controller remembers parsed labels and each proxy's last render, so a pass "
         "over an unchanged Swarm parses and renders nothing); `first pass` is the one after a "
         "start (nothing remembered) and `after a change` the pass after one routed task is "
@@ -202,6 +207,7 @@ def scale_md(part: dict[str, Any]) -> list[str]:
              f"{row['plan_s'] * 1000:.1f} ms", _ms(row["total_s"]),
              _ms(row["cpu_s"]) if "cpu_s" in row else "-",
              _pair(row, "first"), _pair(row, "changed"),
+             _ms(row["listed_cpu_s"]) if "listed_cpu_s" in row else "-",
              f"{exponent:.2f}" if exponent is not None else "-",
              f"{collections} in {row['repeats']} ({_ms(row['full_collections_s'])})"
              if collections is not None else "-",
@@ -209,7 +215,8 @@ def scale_md(part: dict[str, Any]) -> list[str]:
              f"{row['snapshot_bytes'] / 2**20:.1f} MiB"]
         )  # fmt: skip
     header = ["services", "tasks", "configs (2 proxies)", "parse answers", "desired", "render",
-              "plan", "desired+render+plan", "CPU", "first pass", "after a change", "growth k",
+              "plan", "desired+render+plan", "CPU", "first pass", "after a change",
+              "new listing (CPU)", "growth k",
               "full GCs (passes)",
               "peak memory", "snapshot"]  # fmt: skip
     lines += _table(header, rows)

@@ -400,7 +400,7 @@ def cert_pairs(snapshot: Snapshot, desired: DesiredProxy) -> dict[str, CertPair]
     """
     ids = {secret.name: secret.id for secret in snapshot.secrets}
     proxy = desired.proxy
-    service = next((s for s in snapshot.services if s.id == proxy.service_id), None)
+    service = snapshot.service(proxy.service_id)
     spec = service.spec if service and proxy.service_id else {}
     template = spec.get("TaskTemplate") or {}
     user = str((template.get("ContainerSpec") or {}).get("User") or "")
@@ -423,7 +423,7 @@ def cert_pairs(snapshot: Snapshot, desired: DesiredProxy) -> dict[str, CertPair]
 
 def served_files(snapshot: Snapshot, desired: DesiredProxy) -> set[str]:
     """Certificate files the proxy service mounts now, from the same two secrets."""
-    service = next((s for s in snapshot.services if s.id == desired.proxy.service_id), None)
+    service = snapshot.service(desired.proxy.service_id)
     if service is None or not desired.proxy.service_id:
         return set()
     mounted = {(r.path, r.secret_name) for r in service.secret_refs}

@@ -117,7 +117,7 @@ def deployed_text(api: Gateway, snapshot: Snapshot, proxy: Proxy) -> str | None:
     if proxy.mode == "signal":
         containers = proxy_containers(snapshot, proxy)
         return api.read_file(containers[0], proxy.spec.config_path) if containers else None
-    service = next((s for s in snapshot.services if s.id == proxy.service_id), None)
+    service = snapshot.service(proxy.service_id)
     ref = next(
         (r for r in (service.config_refs if service else ()) if r.path == proxy.spec.config_path),
         None,

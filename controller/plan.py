@@ -138,7 +138,7 @@ def with_ids(snapshot: Snapshot, mounts: tuple[tuple[str, str], ...]) -> tuple:
 
 
 def mounted_secrets(snapshot: Snapshot, proxy: Proxy) -> tuple[tuple[str, str], ...]:
-    service = _service(snapshot, proxy.service_id)
+    service = snapshot.service(proxy.service_id)
     refs = service.secret_refs if service else ()
     return tuple(
         sorted((r.path, r.secret_name) for r in refs if r.path.startswith(TLS_FILE_PREFIX))
@@ -216,13 +216,9 @@ def update_configs(spec: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
     return update, rollback
 
 
-def _service(snapshot: Snapshot, service_id: str):
-    return next((s for s in snapshot.services if s.id == service_id), None)
-
-
 def mounted_config(snapshot: Snapshot, proxy: Proxy) -> str:
     """Name of the Docker config a proxy service mounts at its config path ("" if none)."""
-    service = _service(snapshot, proxy.service_id)
+    service = snapshot.service(proxy.service_id)
     refs = service.config_refs if service else ()
     return next((r.config_name for r in refs if r.path == proxy.spec.config_path), "")
 
@@ -259,7 +255,7 @@ def _verified(snapshot: Snapshot, config_id: str, sha: str) -> bool:
 
 
 def _all_mounted(snapshot: Snapshot, proxy: Proxy, files: tuple[ConfigFile, ...]) -> bool:
-    service = _service(snapshot, proxy.service_id)
+    service = snapshot.service(proxy.service_id)
     refs = {r.path: r for r in (service.config_refs if service else ())}
     return all(
         f.path in refs
@@ -372,7 +368,7 @@ def failed_update(snapshot: Snapshot, prefix: str, target: Deployable) -> str | 
     spec as PreviousSpec. Another config or other secrets is a new attempt: it is made.
     """
     proxy = target.proxy
-    service = _service(snapshot, proxy.service_id) if proxy.service_id else None
+    service = snapshot.service(proxy.service_id) if proxy.service_id else None
     if not service or not service.update or not service.update.rolled_back:
         return None
     config, secrets = _wanted(prefix, target)
@@ -472,7 +468,7 @@ def _rolling(snapshot, prefix, target: Deployable, existing: Mapping[str, Config
             # on Docker's conflict and compares its data before using it.
             labels = {keys.owned: "true", keys.proxy: proxy.service_id, keys.digest: file.digest}
             actions.append(CreateConfig(proxy.name, file.name, file.text, labels))
-    service = _service(snapshot, proxy.service_id)
+    service = snapshot.service(proxy.service_id)
     actions.append(
         UpdateProxyService(
             proxy.name,
@@ -495,7 +491,7 @@ def _signal(snapshot, prefix, target: Deployable, served, owned_names) -> list[A
     if proxy.service_id and mounted_secrets(snapshot, proxy) != target.secrets:
         # Certificates come as secrets, which only a service update can mount (one restart of
         # the proxy's tasks); the new tasks then get the config pushed.
-        service = _service(snapshot, proxy.service_id)
+        service = snapshot.service(proxy.service_id)
         return [
             UpdateProxyService(
                 proxy.name,
@@ -511,7 +507,7 @@ def _signal(snapshot, prefix, target: Deployable, served, owned_names) -> list[A
     mounted = mounted_config(snapshot, proxy)
     if mounted and mounted in owned_names:
         # Left over from rolling mode: the read-only mount would block writes. Unmount it once.
-        service = _service(snapshot, proxy.service_id)
+        service = snapshot.service(proxy.service_id)
         path = proxy.spec.config_path
         return [
             UpdateProxyService(

@@ -429,3 +429,10 @@ def test_signal_mode_pushes_carry_the_files_beside_the_config():
     (push,) = planning.plan(snapshot, P, ready, {}, keep_configs=3)
     assert isinstance(push, PushConfig) and push.files == ready["proxy"].rendered.files
     assert next(iter(push.files)).endswith(".crt-list")
+
+
+def test_a_snapshot_finds_each_service_by_id_and_none_for_an_unlisted_one():
+    snapshot = make([proxy_service(), APP])
+    assert snapshot.service("p1").name == "proxy"
+    assert snapshot.service("a1").name == "web"
+    assert snapshot.service("gone") is None
