@@ -26,6 +26,7 @@ from controller.collector import collector_paused
 from controller.desired import desired_state
 from controller.plan import PushConfig
 from controller.render import RenderOptions
+from controller.snapshot import TaskParses
 from controller.verify import Verifier, render_all
 
 EVENTS = 50
@@ -40,14 +41,19 @@ def naive_pass(swarm: SyntheticSwarm, options: RenderOptions) -> int:
 
 
 def our_pass(
-    swarm: SyntheticSwarm, options: RenderOptions, served: dict[str, str], verifier: Verifier
+    swarm: SyntheticSwarm,
+    options: RenderOptions,
+    served: dict[str, str],
+    verifier: Verifier,
+    parses: TaskParses,
 ) -> int:
     """A pass that pushes only changed configs; ``served`` is updated; returns the reloads.
     ``verifier`` lives from pass to pass, as the controller's own does (its last render of each
-    proxy, by desired state). The listing is parsed with the garbage collector paused, as the
-    controller's pass does (``controller.collector``)."""
+    proxy, by desired state), and so do ``parses`` (unchanged tasks are not parsed again). The
+    listing is parsed with the garbage collector paused, as the controller's pass does
+    (``controller.collector``)."""
     with collector_paused():
-        actions = one_pass(swarm.snapshot(), options, served, verifier)["actions"]
+        actions = one_pass(swarm.snapshot(parses), options, served, verifier)["actions"]
     pushes = [a for a in actions if isinstance(a, PushConfig)]
     for push in pushes:
         served[push.container_id] = push.digest
@@ -57,7 +63,7 @@ def our_pass(
 def compare(size: int, events: int, options: RenderOptions) -> dict[str, Any]:
     ours_swarm, naive_swarm = SyntheticSwarm(size), SyntheticSwarm(size)
     served = served_digests(ours_swarm.snapshot(), options)
-    verifier = Verifier(options)
+    verifier, parses = Verifier(options), TaskParses()
     picker = SyntheticSwarm(0, seed=size).random  # the same event sequence for both
     kinds = [e for e, _ in EVENT_MIX]
     sequence = picker.choices(kinds, weights=[w for _, w in EVENT_MIX], k=events)
@@ -68,7 +74,7 @@ def compare(size: int, events: int, options: RenderOptions) -> dict[str, Any]:
         assert event(naive_swarm) == changes
         counts["route_changing_events"] += changes
         started = time.perf_counter()
-        ours_reloads += our_pass(ours_swarm, options, served, verifier)
+        ours_reloads += our_pass(ours_swarm, options, served, verifier, parses)
         ours_s.append(time.perf_counter() - started)
         started = time.perf_counter()
         naive_reloads += naive_pass(naive_swarm, options)

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.snapshot import Snapshot, snapshot_from_api
+from controller.snapshot import Snapshot, TaskParses, snapshot_from_api
 from tests import builders as b
 
 PREFIX = "interlock"
@@ -77,10 +77,13 @@ class SyntheticSwarm:
         self._next_task += 1
         n = self._next_address
         address = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
-        return b.task(f"task{self._next_task:07d}", service_id, address, network=NETWORK)
+        task = b.task(f"task{self._next_task:07d}", service_id, address, network=NETWORK)
+        task["Version"] = {"Index": 1}  # as the Engine's answers carry; events replace tasks
+        return task
 
-    def snapshot(self) -> Snapshot:
-        return snapshot_from_api(**self.answers)
+    def snapshot(self, parses: TaskParses | None = None) -> Snapshot:
+        """The snapshot of the answers; ``parses`` reused as the controller's observer does."""
+        return snapshot_from_api(**self.answers, parses=parses)
 
     # -- events (each returns whether it changes any route) ---------------------------------
 

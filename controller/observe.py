@@ -24,7 +24,7 @@ from .bounded import remember
 from .desired import Proxy
 from .gateway import Gateway
 from .plan import name_prefix, proxy_containers
-from .snapshot import Snapshot, snapshot_from_api, sortable_time
+from .snapshot import Snapshot, TaskParses, snapshot_from_api, sortable_time
 from .verify import proxy_words
 
 # Past this many service ids in one tasks filter, listing all running tasks is cheaper than a
@@ -39,6 +39,8 @@ class Observer:
     prefix: str
     # What failed proxy tasks' containers wrote, by task id: a stopped task never changes.
     outputs: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    # The tasks of the last listings, parsed: an unchanged task is not parsed again.
+    parses: TaskParses = field(default_factory=TaskParses, init=False, repr=False)
 
     def _relevant(self, services: list[dict]) -> list[str]:
         """Ids of services that are routed or are proxies: only their tasks matter."""
@@ -108,7 +110,7 @@ class Observer:
         history = self._history(self._rolled_back(services))
         outputs = self._failed_outputs(history)
         return snapshot_from_api(
-            services, tasks, networks, configs, containers, secrets, history, outputs
+            services, tasks, networks, configs, containers, secrets, history, outputs, self.parses
         )
 
 

@@ -1,0 +1,52 @@
+"""Tasks parsed once per version: a task listed again unchanged is not parsed again, a changed
+one (Swarm gives it a new version) always is."""
+
+from controller.snapshot import TaskParses, snapshot_from_api
+from tests import builders as b
+
+
+def versioned(tid: str, version: int, state: str = "running", address: str = "10.0.0.2"):
+    raw = b.task(tid, "a1", address, state=state)
+    raw["Version"] = {"Index": version}
+    return raw
+
+
+def listing(parses: TaskParses, *tasks):
+    return snapshot_from_api([], list(tasks), [], [], parses=parses)
+
+
+def test_a_task_listed_again_at_its_version_is_the_same_object():
+    parses = TaskParses()
+    first = listing(parses, versioned("t1", 7)).tasks[0]
+    again = listing(parses, versioned("t1", 7)).tasks[0]
+    assert again is first
+
+
+def test_a_new_version_is_parsed_anew_and_shows_the_change():
+    parses = TaskParses()
+    listing(parses, versioned("t1", 7, address="10.0.0.2"))
+    moved = listing(parses, versioned("t1", 8, state="shutdown", address="10.0.0.9")).tasks[0]
+    assert (moved.state, moved.addresses) == ("shutdown", {"net1": "10.0.0.9"})
+
+
+def test_a_task_without_a_version_is_parsed_every_time():
+    parses = TaskParses()
+    raw = b.task("t1", "a1", "10.0.0.2")
+    first = listing(parses, raw).tasks[0]
+    again = listing(parses, raw).tasks[0]
+    assert again == first and again is not first
+
+
+def test_a_task_missing_from_a_listing_is_forgotten():
+    parses = TaskParses()
+    first = listing(parses, versioned("t1", 7), versioned("t2", 1)).tasks[0]
+    assert listing(parses, versioned("t1", 7)).tasks[0] is first
+    listing(parses, versioned("t2", 1))
+    assert listing(parses, versioned("t1", 7)).tasks[0] is not first
+
+
+def test_reused_or_not_the_snapshot_is_the_same():
+    raws = [versioned(f"t{i}", i, address=f"10.0.0.{i + 2}") for i in range(5)]
+    parses = TaskParses()
+    listing(parses, *raws)
+    assert listing(parses, *raws) == snapshot_from_api([], raws, [], [])
