@@ -1,8 +1,11 @@
 """Tasks parsed once per version: a task listed again unchanged is not parsed again, a changed
 one (Swarm gives it a new version) always is."""
 
+from controller.gateway import Gateway
+from controller.observe import Observer
 from controller.snapshot import TaskParses, snapshot_from_api
 from tests import builders as b
+from tests.unit.test_pass_rules import FakeEngine
 
 
 def versioned(tid: str, version: int, state: str = "running", address: str = "10.0.0.2"):
@@ -50,3 +53,15 @@ def test_reused_or_not_the_snapshot_is_the_same():
     parses = TaskParses()
     listing(parses, *raws)
     assert listing(parses, *raws) == snapshot_from_api([], raws, [], [])
+
+
+def test_the_observer_keeps_its_parses_from_one_listing_to_the_next():
+    """Wired in where the controller lists: the observer's second listing of an unchanged task
+    gives the task parsed by its first (a plain engine double: no convergence is claimed)."""
+    service = b.service("a1", "web", {"interlock.hostname": "web.example.com"})
+    engine = FakeEngine([service], [versioned("t1", 7)])
+    observer = Observer(Gateway(engine), "interlock")
+    first = observer.snapshot().tasks[0]
+    assert observer.snapshot().tasks[0] is first
+    engine.tasks_ = [versioned("t1", 8, state="shutdown")]
+    assert observer.snapshot().tasks[0].state == "shutdown"
