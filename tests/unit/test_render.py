@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -10,8 +11,10 @@ import pytest
 
 from controller.desired import Backend, desired_state
 from controller.render import RenderError, RenderOptions, render
+from controller.runtime import ask
 from controller.snapshot import snapshot_from_api
 from tests import builders as b
+from tests.bed.probes import free_port
 
 P = "interlock"
 
@@ -119,6 +122,37 @@ def test_the_real_binary_rejects_a_broken_config(proxy, tmp_path):
     desired = scenario()[proxy]
     broken = render(desired, OPTIONS).text.replace("server", "sever", 1)
     assert real_check(desired.proxy.spec.kind, broken, tmp_path).returncode != 0
+
+
+def test_haproxy_loads_no_ca_bundle_it_does_not_use(tmp_path):
+    """HAProxy's internal HTTP client reads the system's CA bundle as every process starts
+    (50 ms of CPU with OpenSSL 3, at every check and reload) unless told not to; nothing in our
+    configs uses that client. The rendered global section, run by the real binary, shows no CA
+    file loaded (``show ssl ca-file``; HAProxy's default lists ``@system-ca``)."""
+    text = render(scenario()["hap"], OPTIONS).text
+    sock = tmp_path / "admin.sock"
+    global_section = text[: text.index("\ndefaults")].replace(
+        "/tmp/interlock-haproxy.sock", str(sock)
+    )
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        f"{global_section}\ndefaults\n    mode http\n    timeout connect 1s\n"
+        f"    timeout client 1s\n    timeout server 1s\nfrontend f\n"
+        f"    bind 127.0.0.1:{free_port()}\n"
+    )
+    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    process = subprocess.Popen([binary, "-db", "-f", str(config)], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        info = ask(str(sock), "show info", 5.0)
+        loaded = ask(str(sock), "show ssl ca-file", 5.0)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert "Name: HAProxy" in info, info  # the process that answers runs this config
+    assert loaded.strip() == "", loaded  # default: "@system-ca - 144 certificate(s)"
 
 
 def test_same_input_same_digest_and_any_change_changes_it():
