@@ -9,12 +9,8 @@ garbage collection keeps the newest N configs of a proxy.
 
 from __future__ import annotations
 
-import base64
 import gc
-import itertools
-from typing import Any
 
-import docker.errors
 import pytest
 
 from controller.act import Executor
@@ -27,64 +23,11 @@ from controller.reconcile import Reconciler
 from controller.settings import Settings
 from controller.verify import Verdict
 from tests import builders as b
+from tests.fakeengine import FakeEngine
 
 P = "interlock"
 SERVICE_ID = "com.docker.swarm.service.id"
 WRITES = ("create_config", "update_service", "remove_config", "put_archive", "kill")
-
-
-class FakeEngine:
-    """Answers the list calls from plain data and records every write (as the SDK names it)."""
-
-    def __init__(self, services: list[dict], tasks: list[dict]) -> None:
-        self.services_, self.tasks_ = services, tasks
-        self.configs_: list[dict] = []
-        self.writes: list[tuple[str, Any]] = []
-        self.fail_update_of: set[str] = set()
-        self._ids = itertools.count(1)
-
-    # reads
-    def services(self, filters=None):
-        return self.services_
-
-    def tasks(self, filters=None):
-        return self.tasks_
-
-    def networks(self):
-        return [b.network("net1")]
-
-    def configs(self, filters=None):
-        name = (filters or {}).get("name", "")
-        return [c for c in self.configs_ if c["Spec"]["Name"].startswith(name)]
-
-    def inspect_config(self, config_id):
-        return next(c for c in self.configs_ if c["ID"] == config_id)
-
-    def containers(self, filters=None):
-        return []
-
-    def secrets(self):
-        return []
-
-    # writes
-    def create_config(self, name, data, labels=None):
-        self.writes.append(("create_config", name))
-        config = b.config(f"cfg{next(self._ids)}", name, labels or {}, "2026-01-01T00:00:00Z")
-        config["Spec"]["Data"] = base64.b64encode(data).decode()
-        self.configs_.append(config)
-        return {"ID": config["ID"]}
-
-    def update_service(self, service_id, version, **spec):
-        self.writes.append(("update_service", service_id))
-        if service_id in self.fail_update_of:
-            raise docker.errors.APIError("update out of sequence")
-        service = next(s for s in self.services_ if s["ID"] == service_id)
-        service["Spec"]["TaskTemplate"] = spec["task_template"]
-        service["Version"]["Index"] += 1
-
-    def remove_config(self, config_id):
-        self.writes.append(("remove_config", config_id))
-        self.configs_ = [c for c in self.configs_ if c["ID"] != config_id]
 
 
 class CountingChecker:

@@ -5,7 +5,7 @@ from controller.gateway import Gateway
 from controller.observe import Observer
 from controller.snapshot import TaskParses, snapshot_from_api
 from tests import builders as b
-from tests.unit.test_pass_rules import FakeEngine
+from tests.fakeengine import FakeEngine
 
 
 def versioned(tid: str, version: int, state: str = "running", address: str = "10.0.0.2"):
