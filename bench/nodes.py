@@ -11,6 +11,9 @@ agents and the controller mounts a new Docker config into the proxies on every c
   connections by ``bench.latency.poll``. ``create`` runs from max(the create call returned,
   the task running by Swarm's clock) to the last port answering from the task; ``remove`` from
   the call returning to the last port answering 404.
+- ``cpu``: for each removal, the CPU it cost the machine by part (``bench.cgroups``: each
+  service's containers, the nodes' engines, what is outside the nodes), and for comparison what
+  this bench's polling alone costs a second.
 - ``load``: wrk through all 6 ports at once (keep-alive, no retries) during route changes of
   another service (each waited for on every port) and, separately, a rolling update of the
   global backend (one task per node, stop-first, 1 s apart): requests and failures.
@@ -27,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import progress
+from bench import cgroups, progress
 from bench.lab import swarm_time
 from bench.latency import percentile
 from bench.latency import poll as poll_port
@@ -86,15 +89,6 @@ def everywhere(e: AgentEdge, host: str, judge: Judge, timeout: float) -> float:
     return max(seen.values())
 
 
-def busy_cpu_seconds() -> float:
-    """CPU time the whole machine has spent busy (all cores, /proc/stat), in seconds: what a
-    change costs the 3 nodes (and this bench's own polling) while they share its cores."""
-    with open("/proc/stat") as stat:
-        fields = [int(f) for f in stat.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
 def settle(e: AgentEdge, mode: str) -> None:
     """Never start a change while a proxy task is being replaced (rolling mode)."""
     if mode == "rolling":
@@ -115,11 +109,14 @@ def trial(e: AgentEdge, mode: str, index: int) -> dict[str, Any]:
         answered = everywhere(e, host, lambda s, b: s == 200 and name in b, TIMEOUT[mode])
         got["create"] = answered - max(returned, running)
         settle(e, mode)
-        busy = busy_cpu_seconds()
+        before = cgroups.sample(e.swarm.cluster)
+        busy = cgroups.busy_seconds()
         service.remove()
         returned = time.time()
         got["remove"] = everywhere(e, host, lambda s, b: s == 404, TIMEOUT[mode]) - returned
-        got["remove_busy_cpu"] = busy_cpu_seconds() - busy
+        got["remove_busy_cpu"] = cgroups.busy_seconds() - busy
+        after = cgroups.sample(e.swarm.cluster)
+        got["remove_cpu"] = cgroups.spent(before, after, cgroups.roles(e.swarm.cluster, e.prefix))
         settle(e, mode)
     except Exception as error:
         got["error"] = f"{type(error).__name__}: {error}"
@@ -127,6 +124,35 @@ def trial(e: AgentEdge, mode: str, index: int) -> dict[str, Any]:
             service.remove()
         settle(e, mode)
     return got
+
+
+def _median_parts(trials: list[dict[str, float]]) -> dict[str, float]:
+    """Each part's median over the trials (a part missing from a trial counts 0 there)."""
+    names = {name for one in trials for name in one}
+    return {n: statistics.median(one.get(n, 0.0) for one in trials) for n in sorted(names)}
+
+
+def polling_cpu(e: AgentEdge, seconds: float = 2.0) -> dict[str, float]:
+    """What this bench's polling alone costs, by part, in CPU seconds per second: every port
+    polled as in a trial, for a host that is routed and does not change."""
+    ports = [port for _, _, port in e.ports(proxy_nodes())]
+    before = cgroups.sample(e.swarm.cluster)
+    started = time.monotonic()
+
+    def poll(port: int) -> None:
+        with contextlib.suppress(TimeoutError):
+            poll_port(port, STEADY, lambda sent, status, body: None, seconds)
+
+    threads = [threading.Thread(target=poll, args=(p,), daemon=True) for p in ports]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds + 5)
+    took = time.monotonic() - started
+    parts = cgroups.spent(
+        before, cgroups.sample(e.swarm.cluster), cgroups.roles(e.swarm.cluster, e.prefix)
+    )
+    return {part: round(value / took, 3) for part, value in parts.items()}
 
 
 def latency(e: AgentEdge, mode: str, trials: int) -> dict[str, Any]:
@@ -153,6 +179,8 @@ def latency(e: AgentEdge, mode: str, trials: int) -> dict[str, Any]:
     }
     busy = [r["remove_busy_cpu"] for r in results if "remove_busy_cpu" in r]
     out["remove_busy_cpu_s"] = statistics.median(busy) if busy else None
+    out["remove_cpu_s"] = _median_parts([r["remove_cpu"] for r in results if r.get("remove_cpu")])
+    out["polling_cpu_s"] = polling_cpu(e)
     out["cores"] = os.cpu_count()
     out["errors"] = [r["error"] for r in results if "error" in r]
     return out

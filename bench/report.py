@@ -304,6 +304,28 @@ def _load_rows(part: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def _parts(parts: dict[str, float], unit: str) -> str:
+    ordered = sorted(parts.items(), key=lambda item: -item[1])
+    return ", ".join(f"{name} {seconds:.2f}{unit}" for name, seconds in ordered)
+
+
+def _cpu_parts(mode: str, latency: dict[str, Any]) -> list[str]:
+    """Where a removal's CPU went (``bench.cgroups``), and what the polling alone costs."""
+    removal, polling = latency.get("remove_cpu_s"), latency.get("polling_cpu_s")
+    if not removal:
+        return []
+    lines = [
+        f"{mode}: a removal's CPU by part, median over the trials (CPU seconds, from the host's "
+        f"cgroups): {_parts(removal, ' s')}.",
+    ]
+    if polling:
+        lines[-1] += (
+            " This bench's polling alone, every port polled for a host that does not change, "
+            f"costs per second: {_parts(polling, ' s/s')}."
+        )
+    return [*lines, ""]
+
+
 def nodes_md(part: dict[str, Any]) -> list[str]:
     lines = [
         "## Agents on a 3-node Swarm: change to routable on every node, and load",
@@ -336,6 +358,7 @@ def nodes_md(part: dict[str, Any]) -> list[str]:
                 "that / cores here.",
                 "",
             ]
+        lines += _cpu_parts(mode, latency)
     lines += [
         "Under wrk load through every proxy port at once (2 threads, 2 keep-alive connections per "
         "port, no retries): route changes of another service (each waited for on every "
