@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 import docker
@@ -31,7 +32,7 @@ from docker.models.services import Service
 from docker.types import EndpointSpec
 
 from .cluster import Cluster, locked
-from .harness import TEST_LABEL, SwarmTest, leftover_test_ids
+from .harness import TEST_LABEL, SwarmTest, leftover_test_ids, owning_test
 from .probes import wait_until
 
 log = logging.getLogger(__name__)
@@ -50,15 +51,51 @@ class Slot:
     host_ports: dict[int, int]
 
 
+def _service_ports(service: Service) -> set[int]:
+    ports = set()
+    for port in (service.attrs.get("Endpoint") or {}).get("Ports") or []:
+        ports.add(int(port.get("PublishedPort") or 0))
+    for port in (service.attrs["Spec"].get("EndpointSpec") or {}).get("Ports") or []:
+        ports.add(int(port.get("PublishedPort") or 0))
+    return ports
+
+
 def _published_ports(client: docker.DockerClient) -> set[int]:
     """Ports that some service on the Swarm publishes (their slots are taken)."""
-    ports = set()
-    for service in client.services.list():
-        for port in (service.attrs.get("Endpoint") or {}).get("Ports") or []:
-            ports.add(int(port.get("PublishedPort") or 0))
-        for port in (service.attrs["Spec"].get("EndpointSpec") or {}).get("Ports") or []:
-            ports.add(int(port.get("PublishedPort") or 0))
-    return ports
+    return {port for service in client.services.list() for port in _service_ports(service)}
+
+
+def lease_held(path: Path) -> bool:
+    """Whether a live process holds this slot's lease (tried without waiting, given back at
+    once; a lease dies with the process that took it)."""
+    if not path.exists():
+        return False
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def _slot_folder(cluster: Cluster) -> Path:
+    return cluster.config.bed.state_dir / "cluster-slots"
+
+
+def unleased_test_ids(cluster: Cluster) -> list[str]:
+    """Tests whose services publish a slot's port while no process holds that slot's lease: a
+    test takes its lease before it publishes and gives it back after its services are gone, so
+    these are leftovers of a process that died, however new their containers look (the nodes
+    re-create a leftover's task containers when they restart)."""
+    slots = {cluster.config.node_port(i): i for i in range(cluster.config.slots)}
+    found = set()
+    for service in cluster.manager_client.services.list():
+        test_id = owning_test(service)
+        for port in _service_ports(service) & slots.keys():
+            if test_id and not lease_held(_slot_folder(cluster) / f"{slots[port]}.lock"):
+                found.add(test_id)
+    return sorted(found)
 
 
 @contextlib.contextmanager
@@ -112,7 +149,7 @@ class ClusterTest(SwarmTest):
 
     def slot(self, timeout: float = SLOT_WAIT) -> Slot:
         """Lease a free port slot until :meth:`cleanup` (waits while all are in use)."""
-        folder = self.cluster.config.bed.state_dir / "cluster-slots"
+        folder = _slot_folder(self.cluster)
         folder.mkdir(parents=True, exist_ok=True)
 
         def lease() -> Slot | None:
@@ -230,8 +267,11 @@ class ClusterTest(SwarmTest):
 
 
 def clean_cluster_leftovers(cluster: Cluster, older_than: float) -> list[str]:
-    """Remove what crashed test runs left on the nodes' Swarm; returns the test ids cleaned."""
-    ids = leftover_test_ids(cluster.manager_client, older_than)
+    """Remove what crashed test runs left on the nodes' Swarm: tests whose newest object is
+    older than ``older_than`` seconds, and tests holding a slot nobody leases (at any age);
+    returns the test ids cleaned."""
+    aged = leftover_test_ids(cluster.manager_client, older_than)
+    ids = sorted(set(aged) | set(unleased_test_ids(cluster)))
     for test_id in ids:
         log.info("removing leftovers of test %s on the nodes", test_id)
         ClusterTest(cluster, test_id).cleanup()

@@ -369,7 +369,7 @@ def _created(obj: Any) -> float:
     return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00").timestamp()
 
 
-def _test_id_of(obj: Any) -> str | None:
+def owning_test(obj: Any) -> str | None:
     """The test id an object belongs to: its label, else a ``t<8 hex>-`` name prefix."""
     labelled = _labels_of(obj).get(TEST_LABEL)
     if labelled:
@@ -387,7 +387,7 @@ def leftover_test_ids(client: docker.DockerClient, older_than: float) -> list[st
         # removes in between would otherwise raise NotFound.
         extra = {"all": True, "ignore_removed": True} if kind == "containers" else {}
         for obj in collection.list(**extra):
-            test_id = _test_id_of(obj)
+            test_id = owning_test(obj)
             if test_id:
                 newest[test_id] = max(newest.get(test_id, 0.0), _created(obj))
     cutoff = time.time() - older_than

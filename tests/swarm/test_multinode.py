@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from docker.models.services import Service
 
-from tests.bed.clusterharness import ClusterTest, Slot
+from tests.bed.clusterharness import ClusterTest, Slot, unleased_test_ids
 from tests.bed.probes import http_get, wait_until
 from tests.swarm.controlled import ControllerProcess, Routed, routed, run_cli
 
@@ -312,3 +312,16 @@ class Prober:
             f"{sum(self.failed.values())} failed tries {dict(self.failed)}; "
             f"slowest answer {self.slowest:.1f}s"
         )
+
+
+def test_a_slot_nobody_leases_makes_its_test_a_leftover_however_new(cluster_swarm):
+    """The bed's clean-up finds a dead test process's services by the slot lease it no longer
+    holds, not only by age: the nodes re-create a leftover's task containers when they restart,
+    and a leftover looked new again (it kept a slot and its CPU until removed by hand)."""
+    slot = cluster_swarm.slot()
+    cluster_swarm.global_service("leased", cluster_swarm.images.backend, nodes=(1,), slot=slot)
+    assert cluster_swarm.id not in unleased_test_ids(cluster_swarm.cluster)
+    for lease in cluster_swarm._leases:  # as when its process dies: the lease goes, not the rest
+        lease.close()
+    cluster_swarm._leases.clear()
+    assert cluster_swarm.id in unleased_test_ids(cluster_swarm.cluster)
