@@ -94,11 +94,8 @@ def spent(before: Sample | None, after: Sample | None, named: dict[str, str]) ->
     engines, and outside the nodes."""
     if before is None or after is None:
         return {}
-    parts: dict[str, float] = {ENGINES: 0.0}
-    nodes = 0.0
-    for node, now in after.nodes.items():
-        nodes += now - before.nodes[node]
-    parts[ENGINES] = nodes
+    nodes = sum(now - before.nodes[node] for node, now in after.nodes.items())
+    parts = {ENGINES: nodes}
     for container, now in after.containers.items():
         if container in before.containers:
             delta = now - before.containers[container]

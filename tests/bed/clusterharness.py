@@ -89,11 +89,12 @@ def unleased_test_ids(cluster: Cluster) -> list[str]:
     these are leftovers of a process that died, however new their containers look (the nodes
     re-create a leftover's task containers when they restart)."""
     slots = {cluster.config.node_port(i): i for i in range(cluster.config.slots)}
+    folder = _slot_folder(cluster)
     found = set()
     for service in cluster.manager_client.services.list():
         test_id = owning_test(service)
         for port in _service_ports(service) & slots.keys():
-            if test_id and not lease_held(_slot_folder(cluster) / f"{slots[port]}.lock"):
+            if test_id and not lease_held(folder / f"{slots[port]}.lock"):
                 found.add(test_id)
     return sorted(found)
 
@@ -248,9 +249,13 @@ class ClusterTest(SwarmTest):
             for i in self.cluster.config.indexes:
                 self._wait_node_clean(i)
         finally:
-            for handle in self._leases:
-                handle.close()
-            self._leases.clear()
+            self.release_slots()
+
+    def release_slots(self) -> None:
+        """Give back every slot this test leased (what its process's death does too)."""
+        for handle in self._leases:
+            handle.close()
+        self._leases.clear()
 
     def _wait_node_clean(self, i: int) -> None:
         """Wait for Swarm to remove this test's task containers on node i; force out what is

@@ -321,7 +321,5 @@ def test_a_slot_nobody_leases_makes_its_test_a_leftover_however_new(cluster_swar
     slot = cluster_swarm.slot()
     cluster_swarm.global_service("leased", cluster_swarm.images.backend, nodes=(1,), slot=slot)
     assert cluster_swarm.id not in unleased_test_ids(cluster_swarm.cluster)
-    for lease in cluster_swarm._leases:  # as when its process dies: the lease goes, not the rest
-        lease.close()
-    cluster_swarm._leases.clear()
+    cluster_swarm.release_slots()  # as when its process dies: the lease goes, not the rest
     assert cluster_swarm.id in unleased_test_ids(cluster_swarm.cluster)
