@@ -234,6 +234,7 @@ class Converger:
             for gone in set(self._written) - live:
                 del self._written[gone]
             self._unsure &= live
+        self.inplace.forget(live)
 
     def report(self) -> dict[str, dict[str, object]]:
         """Per container: its proxy and what was done to it ("runtime" and reload reasons)."""

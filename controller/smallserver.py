@@ -72,6 +72,12 @@ class BoundedHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+# Connections the kernel completes before the reader accepts them: a burst beyond it (a scrape
+# beside hundreds of idle clients, on a busy node) has its SYNs dropped, and each client retries
+# a second later. The kernel caps it at net.core.somaxconn.
+BACKLOG = 1024
+
+
 def _listener(address: str, port: int) -> socket.socket:
     """A listening socket of the address's family; ``::`` takes IPv4 clients too."""
     ip = ipaddress.ip_address(address)
@@ -82,7 +88,7 @@ def _listener(address: str, port: int) -> socket.socket:
         if family == socket.AF_INET6 and ip.is_unspecified:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind((address, port))
-        sock.listen(128)
+        sock.listen(BACKLOG)
         sock.setblocking(False)
     except OSError:
         sock.close()

@@ -466,8 +466,9 @@ def _restore_node2(edge: AgentEdge, ids: dict[str, str]) -> None:
 
 
 def _pids(edge: AgentEdge, container: str) -> set[str]:
-    top = edge.swarm.cluster.client(2).api.top(container, ps_args="-o pid")
-    return {row[0] for row in top["Processes"]}
+    """The proxy's processes, not the shell the agent keeps in the container."""
+    top = edge.swarm.cluster.client(2).api.top(container, ps_args="-o pid,comm")
+    return {row[0] for row in top["Processes"] if row[-1] != "sh"}
 
 
 def test_a_config_one_node_refuses_is_never_signalled_there_and_holds_back_no_other(

@@ -103,9 +103,10 @@ def test_scale_down_under_load_loses_nothing(kind, swarm, bed, tmp_path):
 
 
 def pids(swarm, container: str) -> set[str]:
-    """Host PIDs of a container's processes (as `docker top` lists them)."""
-    top = swarm.client.api.top(container, ps_args="-o pid")
-    return {row[0] for row in top["Processes"]}
+    """Host PIDs of a container's proxy processes (as `docker top` lists them), not the shell
+    kept in it for the in-place step (``controller/shell.py``): a new one is no reload."""
+    top = swarm.client.api.top(container, ps_args="-o pid,comm")
+    return {row[0] for row in top["Processes"] if row[-1] != "sh"}
 
 
 def task_ports(swarm, service) -> list[int]:

@@ -23,6 +23,10 @@ from controller.reload import RECORD, STEP, CheckFailed, InPlace
 class ApiOnly(InPlace):
     """An InPlace whose shell step finds no shell (as in a binary-only image)."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.keep_shells = False  # every step a one-shot exec: ``_run``, answered here
+
     def _run(self, container: str, argv: list[str], data: bytes) -> tuple[int, str]:
         self.api.api.calls.append(("shell", argv[0]))
         return 127, 'exec: "sh": executable file not found in $PATH'
@@ -140,6 +144,10 @@ class WithShell(InPlace):
     """An InPlace over an image with a shell: its step exits ``code``; every exec recorded."""
 
     code = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.keep_shells = False
 
     def _run(self, container: str, argv: list[str], data: bytes) -> tuple[int, str]:
         self.api.api.calls.append(("record", argv[-1]) if argv[2] == RECORD else ("step",))

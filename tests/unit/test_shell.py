@@ -1,0 +1,53 @@
+"""The kept shell's wire (``controller/shell.py``), run by the host's ``sh`` as one session, as
+the proxy images' ``sh`` runs it: each command reads its data byte for byte from the
+here-document (whatever the data holds: quotes, ``$(...)``, backslashes, a line that ends a
+here-document of another word), never the commands after it, and answers its exit code on a
+line of its own; the shell reads on after a command that failed."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from controller.shell import DONE, END, Shell, command
+
+TRICKY = (
+    b"events {}\n"
+    b"# $(touch /tmp/never) `touch /tmp/never` ${HOME} \\\n"
+    b"'single' \"double\" \\n \\\\\n"
+    b"EOF\n" + END.encode() + b"other\n"
+    b"\tlast line\n"
+)
+
+
+def session(commands: list[bytes]) -> str:
+    done = subprocess.run(["sh"], input=b"".join(commands), capture_output=True, timeout=10)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.decode()
+
+
+def test_each_command_reads_its_data_byte_for_byte_and_answers_its_exit_code(tmp_path: Path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    write = ["sh", "-c", 'cat > "$1"; exit "$2"', "sh"]
+    out = session(
+        [
+            command([*write, str(first), "3"], TRICKY, "a1"),
+            command([*write, str(second), "0"], b"two\n", "b2"),
+        ]
+    )
+    assert first.read_bytes() == TRICKY
+    assert second.read_bytes() == b"two\n"
+    assert out == f"\n{DONE}a1 3\n\n{DONE}b2 0\n"
+    assert not Path("/tmp/never").exists()
+
+
+def test_what_a_command_writes_comes_before_its_answer(tmp_path: Path):
+    out = session([command(["sh", "-c", 'printf "%s" "$(cat)"'], b"nginx: [emerg] x\n", "c3")])
+    assert out == f"nginx: [emerg] x\n{DONE}c3 0\n"
+
+
+def test_only_data_a_here_document_carries_whole_fits():
+    assert Shell.fits(b"a config\n")
+    assert not Shell.fits(b"no final newline")
+    assert not Shell.fits(b"a NUL \0 inside\n")
+    assert not Shell.fits(b"")
