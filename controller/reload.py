@@ -232,12 +232,15 @@ class InPlace:
         its start in the new one."""
         if self.keep_shells and Shell.fits(data):
             for _ in range(2):
+                shell = self.shells.get(container) or self._open(container)
                 try:
-                    shell = self.shells.get(container) or self._open(container)
                     return shell.run(argv, data)
                 except ShellLost as lost:
                     self._close(container)
                     event(log, "inplace_shell_lost", container=container[:12], reason=str(lost))
+                except BaseException:  # no answer, or the engine failed: the next try opens anew
+                    self._close(container)
+                    raise
         return self._run(container, argv, data)
 
     def _open(self, container: str) -> Shell:

@@ -29,6 +29,8 @@ import struct
 import threading
 from typing import Any
 
+import docker.errors
+
 ANSWER_TIMEOUT = 120.0  # seconds a command may take (a large HAProxy config's check included)
 CANNOT_RUN = (126, 127)  # the engine's exit codes for an exec whose binary cannot start
 
@@ -97,8 +99,11 @@ class Shell:
             self.close()
             why = f"no answer from the shell in {self.container[:12]}: {error}"
             raise RuntimeError(why) from error
-        code = self.api.exec_inspect(self.exec_id).get("ExitCode")
         words = out.decode(errors="replace").strip()
+        try:
+            code = self.api.exec_inspect(self.exec_id).get("ExitCode")
+        except docker.errors.APIError as error:  # the engine restarted: it forgot the exec
+            raise ShellLost(f"the shell is gone ({error}): {words[-200:]}") from error
         if code in CANNOT_RUN:
             return code, words
         raise ShellLost(f"the shell ended (exit code {code}): {words[-200:]}")

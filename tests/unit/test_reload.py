@@ -18,6 +18,7 @@ import pytest
 
 from controller.gateway import tar_files
 from controller.reload import RECORD, STEP, CheckFailed, InPlace
+from controller.shell import ShellLost
 
 
 class ApiOnly(InPlace):
@@ -263,3 +264,68 @@ def test_a_runtime_update_is_not_checked_again_and_a_reload_is():
     engine = Engine()
     ApiOnly(engine).apply("c1", "haproxy", haproxy, "conf", "d" * 64, signal=False)
     assert "exec" not in [call[0] for call in engine.calls]  # staged, swapped: no check
+
+
+# -- the kept shell: which shell a step runs in (the wire itself: test_shell, test_kept_shell) --
+
+
+class FakeShell:
+    """A kept shell whose command answers ``code``, or raises ``failure``."""
+
+    def __init__(self, failure: Exception | None = None, code: int = 0) -> None:
+        self.failure, self.code, self.ran, self.closed = failure, code, 0, False
+
+    def run(self, argv: list[str], data: bytes) -> tuple[int, str]:
+        self.ran += 1
+        if self.failure is not None:
+            raise self.failure
+        return self.code, ""
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Kept(InPlace):
+    """An InPlace whose shells come from ``waiting``, in order; one-shot execs recorded."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.waiting: list[FakeShell] = []
+        self.one_shot = 0
+
+    def _open(self, container: str) -> FakeShell:
+        shell = self.shells[container] = self.waiting.pop(0)
+        return shell
+
+    def _run(self, container: str, argv: list[str], data: bytes) -> tuple[int, str]:
+        self.one_shot += 1
+        return 0, ""
+
+
+def test_a_kept_shell_serves_every_apply_until_it_is_lost_then_a_new_one_does():
+    inplace = Kept(Engine())
+    first, second = FakeShell(), FakeShell()
+    inplace.waiting = [first, second]
+    inplace.apply("c1", "nginx", PATH, "one\n", "1" * 64)
+    inplace.apply("c1", "nginx", PATH, "two\n", "2" * 64)
+    assert (first.ran, inplace.one_shot) == (2, 0)
+    first.failure = ShellLost("the shell ended")  # the container restarted: the step runs again
+    inplace.apply("c1", "nginx", PATH, "three\n", "3" * 64)
+    assert (first.closed, second.ran, inplace.one_shot) == (True, 1, 0)
+    inplace.apply("c1", "nginx", PATH, "no final newline", "4" * 64)  # not a here-document
+    assert (second.ran, inplace.one_shot) == (1, 1)
+    inplace.forget({"c2"})
+    assert second.closed and not inplace.shells
+
+
+def test_a_shell_that_did_not_answer_is_dropped_and_never_asked_again():
+    """No answer (a timeout, or the engine failed): the step may still run, so it is not run
+    again now; the error goes up and the next apply opens a new shell."""
+    inplace = Kept(Engine())
+    stuck, fresh = FakeShell(RuntimeError("no answer from the shell")), FakeShell()
+    inplace.waiting = [stuck, fresh]
+    with pytest.raises(RuntimeError, match="no answer"):
+        inplace.apply("c1", "nginx", PATH, "one\n", "1" * 64)
+    assert stuck.closed and inplace.one_shot == 0
+    inplace.apply("c1", "nginx", PATH, "two\n", "2" * 64)
+    assert fresh.ran == 1 and stuck.ran == 1
