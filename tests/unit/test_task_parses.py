@@ -1,6 +1,8 @@
 """Tasks parsed once per version: a task listed again unchanged is not parsed again, a changed
 one (Swarm gives it a new version) always is."""
 
+import random
+
 from controller.gateway import Gateway
 from controller.observe import Observer
 from controller.snapshot import TaskParses, snapshot_from_api
@@ -65,3 +67,14 @@ def test_the_observer_keeps_its_parses_from_one_listing_to_the_next():
     assert observer.snapshot().tasks[0] is first
     engine.tasks_ = [versioned("t1", 8, state="shutdown")]
     assert observer.snapshot().tasks[0].state == "shutdown"
+
+
+def test_a_snapshot_holds_the_tasks_by_service_then_id_whatever_order_they_are_listed_in():
+    """The Engine lists tasks by id, a service's scattered among the others: the snapshot has
+    them in (service, id) order, as one sort by that pair would (``snapshot.by_service``)."""
+    listed = [b.task(f"t{n:03d}", f"s{n * 7 % 13:02d}", "10.0.0.2") for n in range(200)]
+    expected = sorted((t["ServiceID"], t["ID"]) for t in listed)
+    for seed in range(3):
+        random.Random(seed).shuffle(listed)
+        tasks = snapshot_from_api([], listed, [], []).tasks
+        assert [(t.service_id, t.id) for t in tasks] == expected
