@@ -51,7 +51,7 @@ def command(argv: list[str], data: bytes, token: str) -> bytes:
 
 class ShellLost(RuntimeError):
     """The shell ended before it answered (its container stopped or restarted): the caller may
-    run the command by a one-shot exec (what ran of it is repeatable)."""
+    run the command again in a new shell (what ran of it is repeatable)."""
 
 
 class Shell:
