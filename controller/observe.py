@@ -14,6 +14,7 @@ lines its container wrote when it ran on this engine.
 from __future__ import annotations
 
 import base64
+import time
 from dataclasses import dataclass, field
 
 import docker
@@ -101,6 +102,7 @@ class Observer:
         return {task["ID"]: self._output(task) for task in newest.values()}
 
     def snapshot(self) -> Snapshot:
+        taken_at = time.time()
         services = self.api.services()
         tasks = self._tasks(self._relevant(services))
         networks = self.api.networks()
@@ -110,7 +112,16 @@ class Observer:
         history = self._history(self._rolled_back(services))
         outputs = self._failed_outputs(history)
         return snapshot_from_api(
-            services, tasks, networks, configs, containers, secrets, history, outputs, self.parses
+            services,
+            tasks,
+            networks,
+            configs,
+            containers,
+            secrets,
+            history,
+            outputs,
+            self.parses,
+            taken_at,
         )
 
 

@@ -19,7 +19,8 @@ from .desired import DesiredProxy, Proxy
 from .kinds import KINDS
 from .labels import Problem
 from .render import Rendered, digest
-from .snapshot import Config, Snapshot, Task, sortable_time, spec_refs
+from .snapshot import Config, Snapshot, Task, UpdateStatus, sortable_time, spec_refs
+from .timestamps import UNKNOWN, nanoseconds
 from .vocabulary import Vocabulary
 
 # How long Swarm watches a new proxy task for failure: a proxy that cannot load its config or
@@ -359,8 +360,39 @@ def _wanted(prefix: str, target: Deployable) -> tuple[str | None, tuple]:
     return config_name(prefix, target.proxy, target.rendered), target.secrets
 
 
-def failed_update(snapshot: Snapshot, prefix: str, target: Deployable) -> str | None:
-    """Why the update this target needs already failed and was rolled back (None if it did not).
+# An update whose task the engine could not start (the proxy never ran: a mount the kernel
+# refused, a node out of resources) says nothing about the config, so it is made again, after a
+# back-off that doubles with each such failure of the same mounts Swarm still lists. An update
+# whose proxy ran and exited is the config's fault: it waits for another config.
+RETRY_FIRST_SECONDS = 10.0
+RETRY_MAX_SECONDS = 300.0
+_ENGINE_FAILURE = "starting container failed"
+
+
+def engine_failed(task: Task) -> bool:
+    """The task failed before its proxy ran (Swarm rejected it, or the engine could not start
+    its container), not because the proxy exited."""
+    return task.state == "rejected" or task.error.startswith(_ENGINE_FAILURE)
+
+
+def retry_after(failures: int) -> float:
+    """Seconds from a rollback to the next attempt, after ``failures`` engine failures."""
+    return min(RETRY_FIRST_SECONDS * 2 ** max(failures - 1, 0), RETRY_MAX_SECONDS)
+
+
+@dataclass(frozen=True)
+class HeldUpdate:
+    """An update that failed and was rolled back: ``why`` in Swarm's and the proxy's words;
+    ``retry_seconds`` when the engine failed it, so it is made again that long after the
+    rollback (None: held until what it mounts changes)."""
+
+    why: str
+    retry_seconds: float | None = None
+
+
+def failed_update(snapshot: Snapshot, prefix: str, target: Deployable) -> HeldUpdate | None:
+    """Why the update this target needs already failed and was rolled back, and so is held
+    (None if it did not, or if the engine failed it and its retry is due).
 
     Swarm rolls a failed update back and (for its own rollbacks) forgets the spec it rolled away
     from, so the attempt is recognised by its failed tasks, created since the update started,
@@ -378,19 +410,40 @@ def failed_update(snapshot: Snapshot, prefix: str, target: Deployable) -> str | 
         return (config is None or mounts[0] == config) and mounts[1] == secrets
 
     since = sortable_time(service.update.started_at)
-    tasks = [
+    attempts = [
         t
         for t in snapshot.history
         if t.service_id == service.id
         and t.state in _FAILED
-        and not (since and sortable_time(t.created_at) and sortable_time(t.created_at) < since)
         and same(_mounts(t.config_refs, t.secret_refs, path))
     ]
+    tasks = [
+        t
+        for t in attempts
+        if not (since and sortable_time(t.created_at) and sortable_time(t.created_at) < since)
+    ]
     if tasks:
-        return _task_failure(max(tasks, key=lambda t: sortable_time(t.created_at)))
+        last = max(tasks, key=lambda t: sortable_time(t.created_at))
+        if not engine_failed(last):
+            return HeldUpdate(_task_failure(last))
+        wait = retry_after(sum(1 for t in attempts if engine_failed(t)))
+        return (
+            None
+            if _retry_due(snapshot, service.update, wait)
+            else HeldUpdate(_task_failure(last), wait)
+        )
     if service.previous_spec and same(_mounts(*spec_refs(service.previous_spec), path)):
-        return f"rolled back ({service.update.message or service.update.state})"
+        return HeldUpdate(f"rolled back ({service.update.message or service.update.state})")
     return None
+
+
+def _retry_due(snapshot: Snapshot, update: UpdateStatus, wait: float) -> bool:
+    """The rollback completed at least ``wait`` seconds before the snapshot was taken (never
+    while it is still rolling back, nor when either time is unknown)."""
+    completed = nanoseconds(update.completed_at)
+    if update.state != "rollback_completed" or completed == UNKNOWN or not snapshot.taken_at:
+        return False
+    return snapshot.taken_at * 1e9 >= completed + wait * 1e9
 
 
 def _task_failure(task: Task) -> str:
@@ -436,10 +489,15 @@ def rolling_problems(snapshot: Snapshot, prefix: str, target: Deployable) -> lis
     if failed:
         config, _ = _wanted(prefix, target)
         what = f"config {config}" if config else "the TLS secrets"
+        retry = (
+            "it is not retried until the config or secrets change or the service is updated"
+            if failed.retry_seconds is None
+            else f"the proxy never ran, so it is made again {failed.retry_seconds:.0f} s after "
+            "the rollback"
+        )
         reason = (
             f"the update mounting {what} failed and Swarm rolled it back to the previous task "
-            f"({failed}); it is not retried until the config or secrets change or the service "
-            "is updated"
+            f"({failed.why}); {retry}"
         )
         problems.append(Problem(proxy.name, label, reason, proxy=proxy.name))
     return problems

@@ -80,6 +80,7 @@ class UpdateStatus:
     state: str
     started_at: str = ""
     message: str = ""
+    completed_at: str = ""
 
     @property
     def rolled_back(self) -> bool:
@@ -180,6 +181,9 @@ class Snapshot:
     # Every task, in any state, of proxy services whose last update was rolled back: which
     # config failed, and how (the running-task listing above never shows failed tasks).
     history: tuple[Task, ...] = ()
+    # When the listing began, in seconds since the epoch (0: unknown, so nothing that waits for
+    # a time falls due): the only clock the pure stages read.
+    taken_at: float = 0.0
 
     def service(self, service_id: str) -> Service | None:
         """The service with this id (None: not listed)."""
@@ -230,7 +234,10 @@ def _update_status(raw: Mapping[str, Any] | None) -> UpdateStatus | None:
     if not raw or not raw.get("State"):
         return None
     return UpdateStatus(
-        str(raw["State"]), str(raw.get("StartedAt", "")), str(raw.get("Message", ""))
+        str(raw["State"]),
+        str(raw.get("StartedAt", "")),
+        str(raw.get("Message", "")),
+        str(raw.get("CompletedAt", "")),
     )
 
 
@@ -420,12 +427,14 @@ def snapshot_from_api(
     history: Iterable[Mapping[str, Any]] = (),
     outputs: Mapping[str, str] | None = None,
     parses: TaskParses | None = None,
+    taken_at: float = 0.0,
 ) -> Snapshot:
     """Build a snapshot from the Engine API's list answers, sorted so passes are deterministic.
 
     ``history`` are the tasks (any state) of proxies whose last update rolled back, and
     ``outputs`` what the containers of some of them wrote last, by task id. ``parses``: the
     tasks of earlier listings, reused when unchanged (the same snapshot either way).
+    ``taken_at``: when the listing began (seconds since the epoch).
     """
     parsed = [parses.task(t) for t in tasks] if parses else [task_from_api(t) for t in tasks]
     if parses:
@@ -455,4 +464,5 @@ def snapshot_from_api(
                 key=lambda t: (t.service_id, t.id),
             )
         ),
+        taken_at=taken_at,
     )

@@ -7,6 +7,7 @@ import socket
 import ssl
 import subprocess
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -17,6 +18,7 @@ from controller.desired import desired_state
 from controller.gateway import Gateway
 from controller.reconcile import Reconciler, render_options
 from controller.render import render
+from controller.timestamps import nanoseconds
 from tests.bed.probes import LOOPBACK, http_get, wait_until
 from tests.swarm.controlled import routed
 
@@ -81,7 +83,8 @@ def tls_app(lab, swarm, tmp_path):
     return cafile
 
 
-def assert_tls_served(lab, cafile):
+def assert_tls_served(lab, cafile) -> bool:
+    """HTTPS for the host, its plain HTTP redirected there, other hosts on plain HTTP (True)."""
     status, body = https_get(lab.tls_port, HOST, cafile, "/x")
     assert status == 200 and "-secure.1." in body and "path=/x " in body, body
     redirect = http.client.HTTPConnection(LOOPBACK, lab.port, timeout=5)
@@ -90,6 +93,7 @@ def assert_tls_served(lab, cafile):
     assert (response.status, response.getheader("Location")) == (301, f"https://{HOST}/x?y=1")
     redirect.close()
     assert http_get(lab.port, "plain.example.com")[0] == 200  # other hosts stay on plain HTTP
+    return True
 
 
 @pytest.mark.parametrize("kind", ["nginx", "haproxy"])
@@ -115,12 +119,10 @@ def test_tls_in_signal_mode_mounts_the_secrets_once_then_reloads_in_place(
     proxy = lab.proxy_service(kind, mode="signal", tls=True)
     cafile = tls_app(lab, swarm, tmp_path)
     with lab.run(str(tmp_path / "controller.log")):
-        wait_until(
-            lambda: https_get(lab.tls_port, HOST, cafile)[0] == 200,
-            60,
-            message="HTTPS through the proxy",
-        )
-        assert_tls_served(lab, cafile)
+        # Only the new config serves HTTPS, but for a moment after nginx reloads, its old workers
+        # still take connections on port 80 (measured: about 1 ms, two requests, on an idle
+        # machine): seeing HTTPS is no proof that the redirect is up, so both are waited for.
+        wait_until(lambda: assert_tls_served(lab, cafile), 60, message="HTTPS and the redirect")
         swarm.wait_updated(proxy)  # Swarm writes the update's end on the service (its version)
         proxy.reload()
         version = proxy.version
@@ -309,6 +311,13 @@ def test_a_failed_rolling_update_rolls_back_to_the_serving_task_and_is_not_retri
 
     again = planning.plan(snapshot, lab.prefix, {target.proxy.name: target}, {}, 3)
     assert [a for a in again if not isinstance(a, planning.RemoveConfig)] == []  # not retried
+    # The back-off reads the Engine's own times (the rollback's end, before the listing); a task
+    # the proxy itself failed is held however late the pass.
+    service = snapshot.service(target.proxy.service_id)
+    assert nanoseconds(service.update.completed_at) <= snapshot.taken_at * 1e9
+    later = replace(snapshot, taken_at=snapshot.taken_at + 86_400)
+    again = planning.plan(later, lab.prefix, {target.proxy.name: target}, {}, 3)
+    assert [a for a in again if not isinstance(a, planning.RemoveConfig)] == []
     (problem,) = planning.rolling_problems(snapshot, lab.prefix, target)
     print(f"{kind}: reported {problem}")
     assert attempted in problem.reason and "rolled it back" in problem.reason

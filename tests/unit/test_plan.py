@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+from dataclasses import replace
 
 import pytest
 
@@ -10,6 +11,7 @@ from controller.desired import desired_state
 from controller.plan import CreateConfig, PushConfig, RemoveConfig, UpdateProxyService
 from controller.render import RenderOptions, render
 from controller.snapshot import snapshot_from_api
+from controller.timestamps import nanoseconds
 from tests import builders as b
 
 P = "interlock"
@@ -229,23 +231,52 @@ def test_tls_keys_are_readable_by_the_proxys_user_only(kind, user, owner):
 STARTED = "2026-02-01T10:00:00.5Z"
 
 
-def rolled_back(attempted: str, created: str = "2026-02-01T10:00:01.25Z", **service_extra):
+COMPLETED = "2026-02-01T10:00:08.5Z"
+# What the engine said when it could not start a proxy task (a CI run of this project, 2026-11-27).
+ENGINE_SAID = (
+    "starting container failed: unable to remount dir as readonly: mount tmpfs:/var/lib/docker/"
+    "containers/f802dd3f650d/mounts/secrets, flags: 0x21, data: uid=0,gid=0: "
+    "device or resource busy"
+)
+
+
+def rolled_back(
+    attempted: str,
+    created: str = "2026-02-01T10:00:01.25Z",
+    engine: bool = False,
+    taken_at: float = 0.0,
+    earlier: int = 0,
+    **service_extra,
+):
     """The proxy after Swarm rolled back an update to ``attempted``: the old spec is back, the
-    failed task is in the history (as the observer lists it), PreviousSpec is gone."""
+    failed task is in the history (as the observer lists it), PreviousSpec is gone.
+
+    ``engine``: the engine could not start the task (the proxy never ran), as it failed
+    ``earlier`` more times before; ``taken_at``: when the listing was taken."""
     proxy = proxy_service([b.config_ref("old", "interlock-proxy-old", PATH)])
     proxy["UpdateStatus"] = {
         "State": "rollback_completed",
         "StartedAt": STARTED,
+        "CompletedAt": COMPLETED,
         "Message": "rollback completed",
     }
     proxy.update(service_extra)
-    failed = b.task("f1", "p1", "10.0.9.9", desired="shutdown", state="failed")
-    failed["CreatedAt"] = created
-    failed["Status"]["Err"] = "task: non-zero exit (1)"
-    failed["Status"]["ContainerStatus"]["ExitCode"] = 1
-    failed["Spec"] = {"ContainerSpec": {"Configs": [b.config_ref("new", attempted, PATH)]}}
-    said = {"f1": '[emerg] cannot load certificate "/run/secrets/tls-x.pem"'}
-    return snapshot_from_api([proxy, APP], TASKS, [b.network("net1")], [], [], [], [failed], said)
+    history = []
+    for n in range(earlier + 1):
+        failed = b.task(f"f{n}", "p1", "10.0.9.9", desired="shutdown", state="failed")
+        failed["CreatedAt"] = created if n == earlier else f"2026-02-01T09:0{n}:00Z"
+        failed["Status"]["Err"] = ENGINE_SAID if engine else "task: non-zero exit (1)"
+        failed["Status"]["ContainerStatus"]["ExitCode"] = 128 if engine else 1
+        failed["Spec"] = {"ContainerSpec": {"Configs": [b.config_ref("new", attempted, PATH)]}}
+        history.append(failed)
+    said = (
+        {}
+        if engine
+        else {f"f{earlier}": '[emerg] cannot load certificate "/run/secrets/tls-x.pem"'}
+    )
+    return snapshot_from_api(
+        [proxy, APP], TASKS, [b.network("net1")], [], [], [], history, said, taken_at=taken_at
+    )
 
 
 def wanted_name() -> str:
@@ -261,6 +292,46 @@ def test_a_rolled_back_update_is_not_made_again_and_says_why():
     assert (problem.service, problem.proxy, problem.label) == ("proxy", "proxy", f"{P}.ext.name")
     assert wanted_name() in problem.reason and "rolled it back" in problem.reason
     assert "exit code 1" in problem.reason and "cannot load certificate" in problem.reason
+
+
+def test_an_update_the_proxy_failed_is_held_however_long_ago():
+    later = nanoseconds(COMPLETED) / 1e9 + 86_400
+    snapshot = rolled_back(wanted_name(), taken_at=later)
+    assert planning.plan(snapshot, P, deployable(snapshot), {}, keep_configs=3) == []
+
+
+def test_an_update_the_engine_could_not_start_is_made_again_after_a_back_off():
+    """The proxy never ran (the engine's mount failed), so the config is not to blame: held for
+    10 s after the rollback, then made again; after each such failure the wait doubles."""
+    completed = nanoseconds(COMPLETED) / 1e9
+    for earlier, wait in ((0, 10), (1, 20), (2, 40), (9, 300)):
+        soon = rolled_back(
+            wanted_name(), engine=True, earlier=earlier, taken_at=completed + wait - 1
+        )
+        ready = deployable(soon)
+        assert planning.plan(soon, P, ready, {}, keep_configs=3) == []
+        (problem,) = planning.rolling_problems(soon, P, ready["proxy"])
+        assert "device or resource busy" in problem.reason
+        assert f"made again {wait} s after the rollback" in problem.reason
+        due = rolled_back(wanted_name(), engine=True, earlier=earlier, taken_at=completed + wait)
+        actions = planning.plan(due, P, deployable(due), {}, keep_configs=3)
+        assert [type(a) for a in actions] == [CreateConfig, UpdateProxyService]
+        assert planning.rolling_problems(due, P, deployable(due)["proxy"]) == []
+
+
+def test_an_engine_failure_waits_while_the_rollback_runs_or_when_the_time_is_unknown():
+    later = nanoseconds(COMPLETED) / 1e9 + 3600
+    running = rolled_back(wanted_name(), engine=True, taken_at=later)
+    running = replace(
+        running,
+        services=tuple(
+            replace(s, update=replace(s.update, state="rollback_started")) if s.update else s
+            for s in running.services
+        ),
+    )
+    unknown = rolled_back(wanted_name(), engine=True)  # taken_at 0: a listing of no known time
+    for snapshot in (running, unknown):
+        assert planning.plan(snapshot, P, deployable(snapshot), {}, keep_configs=3) == []
 
 
 def test_after_a_rollback_another_config_is_a_new_attempt():
