@@ -15,6 +15,7 @@ APT_PACKAGES=(
   prometheus         # the dashboard test queries a real Prometheus (run on 127.0.0.1 only)
   tmux               # `interlock top` is tested in a real terminal
   pebble             # an RFC 8555 test CA (and pebble-challtestsrv) for the ACME tests, on 127.0.0.1
+  busybox            # the sh of Alpine-based proxy images: the kept shell's wire is tested in it
 )
 
 
