@@ -26,7 +26,7 @@ from controller.collector import collector_paused
 from controller.desired import desired_state
 from controller.plan import PushConfig
 from controller.render import RenderOptions
-from controller.snapshot import TaskParses
+from controller.snapshot import Parses
 from controller.verify import Verifier, render_all
 
 EVENTS = 50
@@ -45,7 +45,7 @@ def our_pass(
     options: RenderOptions,
     served: dict[str, str],
     verifier: Verifier,
-    parses: TaskParses,
+    parses: Parses,
 ) -> int:
     """A pass that pushes only changed configs; ``served`` is updated; returns the reloads.
     ``verifier`` lives from pass to pass, as the controller's own does (its last render of each
@@ -63,7 +63,7 @@ def our_pass(
 def compare(size: int, events: int, options: RenderOptions) -> dict[str, Any]:
     ours_swarm, naive_swarm = SyntheticSwarm(size), SyntheticSwarm(size)
     served = served_digests(ours_swarm.snapshot(), options)
-    verifier, parses = Verifier(options), TaskParses()
+    verifier, parses = Verifier(options), Parses()
     picker = SyntheticSwarm(0, seed=size).random  # the same event sequence for both
     kinds = [e for e, _ in EVENT_MIX]
     sequence = picker.choices(kinds, weights=[w for _, w in EVENT_MIX], k=events)

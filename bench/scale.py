@@ -31,7 +31,7 @@ from controller.desired import desired_state
 from controller.labels import forget_parsed
 from controller.plan import Deployable, plan, secret_mounts
 from controller.render import RenderOptions, forget_rendered
-from controller.snapshot import Snapshot, TaskParses
+from controller.snapshot import Parses, Snapshot
 from controller.verify import Verifier, render_all
 from tests.swarm.controlled import routed
 
@@ -92,8 +92,8 @@ def listed_passes(
     """CPU seconds a pass when each pass parses a new listing, as the controller's passes do, the
     garbage collector's work between passes included, and its full collections: the sustained
     cost, where ``one_pass`` times the pure steps over one snapshot. Unchanged tasks are not
-    parsed again, as the observer's ``TaskParses`` spares them."""
-    parses = TaskParses()
+    parsed again, as the observer's ``Parses`` spares them."""
+    parses = Parses()
     swarm.snapshot(parses)  # the listing before: the first pass parses every task
     with full_collections() as collected:
         started = time.process_time()

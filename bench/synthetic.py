@@ -19,7 +19,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.snapshot import Snapshot, TaskParses, snapshot_from_api
+from controller.snapshot import Parses, Snapshot, snapshot_from_api
 from tests import builders as b
 
 PREFIX = "interlock"
@@ -89,7 +89,7 @@ class SyntheticSwarm:
         task["Version"] = {"Index": 1}  # as the Engine's answers carry; events replace tasks
         return task
 
-    def snapshot(self, parses: TaskParses | None = None) -> Snapshot:
+    def snapshot(self, parses: Parses | None = None) -> Snapshot:
         """The snapshot of the answers; ``parses`` reused as the controller's observer does."""
         return snapshot_from_api(**self.answers, parses=parses)
 

@@ -25,7 +25,7 @@ from .bounded import remember
 from .desired import Proxy
 from .gateway import Gateway
 from .plan import name_prefix, proxy_containers
-from .snapshot import Snapshot, TaskParses, snapshot_from_api, sortable_time
+from .snapshot import Parses, Snapshot, snapshot_from_api, sortable_time
 from .verify import proxy_words
 
 # Past this many service ids in one tasks filter, listing all running tasks is cheaper than a
@@ -40,8 +40,8 @@ class Observer:
     prefix: str
     # What failed proxy tasks' containers wrote, by task id: a stopped task never changes.
     outputs: dict[str, str] = field(default_factory=dict, init=False, repr=False)
-    # The tasks of the last listings, parsed: an unchanged task is not parsed again.
-    parses: TaskParses = field(default_factory=TaskParses, init=False, repr=False)
+    # The tasks and services of the last listings, parsed: an unchanged one is not parsed again.
+    parses: Parses = field(default_factory=Parses, init=False, repr=False)
 
     def _relevant(self, services: list[dict]) -> list[str]:
         """Ids of services that are routed or are proxies: only their tasks matter."""

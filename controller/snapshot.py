@@ -13,7 +13,7 @@ import functools
 import hashlib
 import operator
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -378,30 +378,50 @@ def container_from_api(raw: Mapping[str, Any]) -> Container:
     )
 
 
-class TaskParses:
-    """Tasks parsed from earlier listings, by id and version. Swarm gives a task a new version
-    index at every change (its state, its addresses, its desired state), so a task listed again
-    at the same version is the same task, and its parse is reused (0.35 s of CPU a pass at
-    10,000 services and 75,000 tasks, a quarter of it). A task without a version is parsed
-    every time.
-    Only the tasks of the last listing are kept (and those of the one being parsed)."""
+class _Reused:
+    """Objects parsed from earlier listings, by id and version, and the parse for new ones."""
 
-    def __init__(self) -> None:
-        self._previous: dict[tuple[str, int], Task] = {}
-        self._current: dict[tuple[str, int], Task] = {}
+    def __init__(self, parse: Callable[[Mapping[str, Any]], Any]) -> None:
+        self.parse = parse
+        self._previous: dict[tuple[str, int], Any] = {}
+        self._current: dict[tuple[str, int], Any] = {}
 
-    def task(self, raw: Mapping[str, Any]) -> Task:
+    def get(self, raw: Mapping[str, Any]) -> Any:
         version = (raw.get("Version") or {}).get("Index")
         if not isinstance(version, int):
-            return task_from_api(raw)
+            return self.parse(raw)
         key = (raw["ID"], version)
-        found = self._current.get(key) or self._previous.get(key) or task_from_api(raw)
+        found = self._current.get(key) or self._previous.get(key) or self.parse(raw)
         self._current[key] = found
         return found
 
     def listed(self) -> None:
-        """One listing is parsed: the tasks it did not list are forgotten."""
         self._previous, self._current = self._current, {}
+
+
+class Parses:
+    """Tasks and services parsed from earlier listings, reused when listed again at the same
+    version. Swarm gives an object a new version index at every change (a task's state,
+    addresses or desired state; a service's spec or update status), so one listed again at the
+    same version is the same, and its parse is reused. At 10,000 services and 75,000 tasks that
+    spares 0.35 s of CPU a pass for the tasks (a quarter of the pass), and for the services
+    0.035 s, a fifth of the parsing left. An object without a version is parsed every time.
+    Only the objects of the last listing are kept (and those of the one being parsed)."""
+
+    def __init__(self) -> None:
+        self._tasks = _Reused(task_from_api)
+        self._services = _Reused(service_from_api)
+
+    def task(self, raw: Mapping[str, Any]) -> Task:
+        return self._tasks.get(raw)
+
+    def service(self, raw: Mapping[str, Any]) -> Service:
+        return self._services.get(raw)
+
+    def listed(self) -> None:
+        """One listing is parsed: the objects it did not list are forgotten."""
+        self._tasks.listed()
+        self._services.listed()
 
 
 _ID, _SERVICE_ID = operator.attrgetter("id"), operator.attrgetter("service_id")
@@ -426,21 +446,24 @@ def snapshot_from_api(
     secrets: Iterable[Mapping[str, Any]] = (),
     history: Iterable[Mapping[str, Any]] = (),
     outputs: Mapping[str, str] | None = None,
-    parses: TaskParses | None = None,
+    parses: Parses | None = None,
     taken_at: float = 0.0,
 ) -> Snapshot:
     """Build a snapshot from the Engine API's list answers, sorted so passes are deterministic.
 
     ``history`` are the tasks (any state) of proxies whose last update rolled back, and
     ``outputs`` what the containers of some of them wrote last, by task id. ``parses``: the
-    tasks of earlier listings, reused when unchanged (the same snapshot either way).
+    tasks and services of earlier listings, reused when unchanged (the same snapshot either way).
     ``taken_at``: when the listing began (seconds since the epoch).
     """
-    parsed = [parses.task(t) for t in tasks] if parses else [task_from_api(t) for t in tasks]
+    parse_task = parses.task if parses else task_from_api
+    parse_service = parses.service if parses else service_from_api
+    parsed = [parse_task(t) for t in tasks]
+    listed_services = [parse_service(s) for s in services]
     if parses:
         parses.listed()
     return Snapshot(
-        services=tuple(sorted((service_from_api(s) for s in services), key=lambda s: s.name)),
+        services=tuple(sorted(listed_services, key=lambda s: s.name)),
         tasks=by_service(parsed),
         networks=tuple(sorted((network_from_api(n) for n in networks), key=lambda n: n.name)),
         configs=tuple(sorted((config_from_api(c) for c in configs), key=lambda c: c.name)),
