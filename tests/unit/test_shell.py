@@ -14,9 +14,10 @@ import pytest
 
 from controller.shell import DONE, END, Shell, command
 
+NEVER = "NEVER"  # where a command hidden in the data would leave a file: the test's own folder
 TRICKY = (
     b"events {}\n"
-    b"# $(touch /tmp/never) `touch /tmp/never` ${HOME} \\\n"
+    b"# $(touch NEVER) `touch NEVER` ${HOME} \\\n"
     b"'single' \"double\" \\n \\\\\n"
     b"EOF\n" + END.encode() + b"other\n"
     b"\tlast line\n"
@@ -41,18 +42,20 @@ def test_each_command_reads_its_data_byte_for_byte_and_answers_its_exit_code(
     shell: list[str], tmp_path: Path
 ):
     first, second = tmp_path / "first", tmp_path / "second"
+    never = tmp_path / "never"
+    tricky = TRICKY.replace(NEVER.encode(), str(never).encode())
     write = ["sh", "-c", 'cat > "$1"; exit "$2"', "sh"]
     out = session(
         shell,
         [
-            command([*write, str(first), "3"], TRICKY, "a1"),
+            command([*write, str(first), "3"], tricky, "a1"),
             command([*write, str(second), "0"], b"two\n", "b2"),
         ],
     )
-    assert first.read_bytes() == TRICKY
+    assert first.read_bytes() == tricky
     assert second.read_bytes() == b"two\n"
     assert out == f"\n{DONE}a1 3\n\n{DONE}b2 0\n"
-    assert not Path("/tmp/never").exists()
+    assert not never.exists()
 
 
 def test_what_a_command_writes_comes_before_its_answer(shell: list[str]):
