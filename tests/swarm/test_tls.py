@@ -261,9 +261,13 @@ def deploy_unchecked(lab) -> planning.Deployable:
 
 def watch_until_rolled_back(lab, proxy, host: str, timeout: float = 90.0) -> dict:
     """Poll ``host`` through the proxy every 0.1 s until Swarm has rolled the update back;
-    returns the answers counted and the longest stretch without a 200."""
+    returns the answers counted, the longest stretch without a 200, and the update statuses
+    seen under a version another status was seen under (the observer reuses a service's parse
+    while its version stays, so there must be none)."""
     deadline = time.monotonic() + timeout
     counts, gap, longest, state = {"ok": 0, "failed": 0}, None, 0.0, ""
+    status_at: dict[int, dict] = {}
+    same_version: list = []
     while time.monotonic() < deadline:
         try:
             ok = http_get(lab.port, host, timeout=1.0)[0] == 200
@@ -278,10 +282,14 @@ def watch_until_rolled_back(lab, proxy, host: str, timeout: float = 90.0) -> dic
             longest = max(longest, now - gap)
         proxy.reload()
         state = proxy.attrs.get("UpdateStatus", {}).get("State", "")
+        status, version = proxy.attrs.get("UpdateStatus", {}), proxy.attrs["Version"]["Index"]
+        if status_at.setdefault(version, status) != status:
+            same_version.append((version, status_at[version], status))
         if state in ("rollback_completed", "rollback_paused", "paused"):
             break
         time.sleep(0.1)
-    return {**counts, "longest_outage_s": round(longest, 2), "state": state}
+    seen = {"versions": len(status_at), "same_version_other_status": same_version}
+    return {**counts, "longest_outage_s": round(longest, 2), "state": state, **seen}
 
 
 @pytest.mark.parametrize("kind", ["nginx", "haproxy"])
@@ -302,6 +310,7 @@ def test_a_failed_rolling_update_rolls_back_to_the_serving_task_and_is_not_retri
     seen = watch_until_rolled_back(lab, proxy, "plain.example.com")
     print(f"{kind}: update to {attempted} -> {seen}")
     assert seen["state"] == "rollback_completed", seen
+    assert seen["same_version_other_status"] == [], seen  # what snapshot.Parses relies on
     tasks = swarm.wait_running(proxy)
     swarm.wait_http(lab.port, "plain.example.com", contains="-plain.1.", timeout=30)
     snapshot = lab.controller.reconciler.observer.snapshot()
