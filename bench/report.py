@@ -163,7 +163,9 @@ def _fit_md(fit: dict[str, Any] | None) -> list[str]:
         f"render {_k(fit['k_render'])}, plan {_k(fit['k_plan'])}; CPU of the first pass "
         f"{_k(fit.get('k_first_cpu'))}, of a pass after a task change "
         f"{_k(fit.get('k_changed_cpu'))}, of a pass that parses a new listing "
-        f"{_k(fit.get('k_listed_cpu'))}.",
+        f"{_k(fit.get('k_listed_cpu'))}. The steady pass's function calls: k = "
+        f"{_k(fit.get('k_calls'))}; the floor (the least a pass reads): k = "
+        f"{_k(fit.get('k_floor'))}.",
         "",
     ]
 
@@ -191,10 +193,14 @@ def scale_md(part: dict[str, Any]) -> list[str]:
         "the repeats with the collector's work between them; `full GCs` = the garbage "
         "collector's full collections in those passes, and their time: each walks every object "
         "the process holds. The timed passes are steady "
-        "ones (the controller remembers parsed labels and each proxy's last render, so a pass "
-        "over an unchanged Swarm parses and renders nothing); `first pass` is the one after a "
+        "ones (the controller remembers parsed labels, what desired state made of each "
+        "service, and each proxy's last render, so a pass over an unchanged Swarm parses, "
+        "makes and renders nothing again); `first pass` is the one after a "
         "start (nothing remembered) and `after a change` the pass after one routed task is "
-        "replaced (both configs render anew), both as wall (CPU) time of one pass.",
+        "replaced (both configs render anew), both as wall (CPU) time of one pass. `floor` = "
+        "the least any pass must do (read each routed service's labels and each of its tasks' "
+        "state and address, nothing else), timed alike: what the machine's memory alone makes "
+        "of the growth; `calls` = the function calls of one steady pass (its work, counted).",
         "",
     ]
     rows = []
@@ -209,6 +215,8 @@ def scale_md(part: dict[str, Any]) -> list[str]:
              _pair(row, "first"), _pair(row, "changed"),
              _ms(row["listed_cpu_s"]) if "listed_cpu_s" in row else "-",
              f"{exponent:.2f}" if exponent is not None else "-",
+             f"{row['floor_s'] * 1000:.1f} ms" if "floor_s" in row else "-",
+             f"{row['calls']:,}" if "calls" in row else "-",
              f"{collections} in {row['repeats']} ({_ms(row['full_collections_s'])})"
              if collections is not None else "-",
              f"{row['pass_peak_bytes'] / 2**20:.1f} MiB",
@@ -216,7 +224,7 @@ def scale_md(part: dict[str, Any]) -> list[str]:
         )  # fmt: skip
     header = ["services", "tasks", "configs (2 proxies)", "parse answers", "desired", "render",
               "plan", "desired+render+plan", "CPU", "first pass", "after a change",
-              "new listing (CPU)", "growth k",
+              "new listing (CPU)", "growth k", "floor", "calls",
               "full GCs (passes)",
               "peak memory", "snapshot"]  # fmt: skip
     lines += _table(header, rows)

@@ -7,6 +7,14 @@ state). Growth is fitted from 1,000 services up (k in time ~ services^k; 1.0 is 
 time and on CPU time (the machine is shared: CPU time does not count waiting for a core), and the
 full garbage collections during the timed passes are counted (their cost grows with the heap).
 
+Two figures beside the time say what its growth is made of. ``calls``: the Python and C function
+calls of one steady pass, a count that no machine changes; linear work makes them grow with k =
+1.0. ``floor``: the time of the least any pass must do, reading each routed service's labels and
+each of its tasks' state and address, and nothing else. On a machine whose processor caches hold
+the objects of 1,000 services but not those of 5,000, even that grows faster than the services
+(the same reads wait on main memory), and a pass, which does more with each object it reads,
+grows less than its floor.
+
 On the real Swarm: the Docker API calls of a pass that finds nothing to write, as routed services
 are added to one namespace (they must stay the same whatever the number of services).
 """
@@ -18,6 +26,7 @@ import gc
 import itertools
 import math
 import statistics
+import sys
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -25,9 +34,9 @@ from typing import Any
 
 from bench import progress
 from bench.lab import bed, namespace
-from bench.synthetic import PREFIX, SyntheticSwarm
+from bench.synthetic import NETWORK, PREFIX, SyntheticSwarm
 from controller.collector import collector_paused
-from controller.desired import desired_state
+from controller.desired import desired_state, forget_made
 from controller.labels import forget_parsed
 from controller.plan import Deployable, plan, secret_mounts
 from controller.render import RenderOptions, forget_rendered
@@ -94,7 +103,9 @@ def listed_passes(
     cost, where ``one_pass`` times the pure steps over one snapshot. Unchanged tasks are not
     parsed again, as the observer's ``Parses`` spares them."""
     parses = Parses()
-    swarm.snapshot(parses)  # the listing before: the first pass parses every task
+    # The pass before, over the listing before: the first parses every task, and from then on
+    # what the pass remembers holds the objects of the listing, as in the controller.
+    one_pass(swarm.snapshot(parses), options, served, verifier)
     with full_collections() as collected:
         started = time.process_time()
         for _ in range(repeats):
@@ -102,6 +113,58 @@ def listed_passes(
                 one_pass(swarm.snapshot(parses), options, served, verifier)
         cpu = (time.process_time() - started) / repeats
     return cpu, collected
+
+
+def least_read(snapshot: Snapshot) -> int:
+    """The least a pass must do (``floor``): each routed service's hostname label, then the
+    state and address of each of its tasks, through the snapshot's grouping by service."""
+    spans, first = {}, 0
+    for service_id, group in itertools.groupby(snapshot.tasks, key=_service_id):
+        last = first + sum(1 for _ in group)
+        spans[service_id] = (first, last)
+        first = last
+    hostname, found = f"{PREFIX}.hostname", 0
+    for service in snapshot.services:
+        if hostname in service.labels:
+            first, last = spans.get(service.id, (0, 0))
+            for task in snapshot.tasks[first:last]:
+                found += task.serving and len(task.addresses.get(NETWORK, ""))
+    return found
+
+
+def _service_id(task: Any) -> str:
+    return task.service_id
+
+
+def floor_seconds(snapshot: Snapshot, repeats: int) -> float:
+    """Median seconds of ``least_read``, the collector paused as in a pass."""
+    with collector_paused():
+        least_read(snapshot)
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            least_read(snapshot)
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def calls_of_a_pass(
+    snapshot: Snapshot, options: RenderOptions, served: dict[str, str], verifier: Verifier
+) -> int:
+    """Function calls (Python and C) of one steady pass: its work, counted, not timed."""
+    count = 0
+
+    def profiler(_frame: Any, event: str, _arg: Any) -> None:
+        nonlocal count
+        if event in ("call", "c_call"):
+            count += 1
+
+    sys.setprofile(profiler)
+    try:
+        one_pass(snapshot, options, served, verifier)
+    finally:
+        sys.setprofile(None)
+    return count
 
 
 def peak_memory(snapshot: Snapshot, options: RenderOptions, served: dict[str, str]) -> int:
@@ -190,6 +253,8 @@ def fits(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "first_cpu_s",
         "changed_cpu_s",
         "listed_cpu_s",
+        "floor_s",
+        "calls",
     )
     return {
         "from": FIT_FROM,
@@ -208,6 +273,7 @@ def synthetic(quick: bool) -> list[dict[str, Any]]:
         served = served_digests(snapshot, options)
         forget_parsed()  # the first pass after a start: no labels parsed, nothing rendered yet
         forget_rendered()
+        forget_made()
         verifier = Verifier(options)
         first = one_pass(snapshot, options, served, verifier)
         runs = [one_pass(snapshot, options, served, verifier) for _ in range(repeats)]
@@ -228,6 +294,8 @@ def synthetic(quick: bool) -> list[dict[str, Any]]:
             "listed_cpu_s": listed_cpu_s,
             "full_collections": collected["count"],
             "full_collections_s": collected["seconds"],
+            "floor_s": floor_seconds(snapshot, repeats),
+            "calls": calls_of_a_pass(snapshot, options, served, verifier),
         }
         for step in ("desired_s", "render_s", "plan_s", "total_s", "cpu_s"):
             row[step] = statistics.median(r[step] for r in runs)
@@ -242,7 +310,7 @@ def synthetic(quick: bool) -> list[dict[str, Any]]:
             f"(CPU {row['changed_cpu_s'] * 1000:.0f}), "
             f"peak {row['pass_peak_bytes'] / 2**20:.1f} MiB; with a new listing each pass "
             f"CPU {listed_cpu_s * 1000:.0f} ms, {row['full_collections']} full collections in "
-            f"{repeats} passes"
+            f"{repeats} passes; floor {row['floor_s'] * 1000:.1f} ms, {row['calls']:,} calls"
         )
     growth(rows, "total_s")
     growth(rows, "pass_peak_bytes")

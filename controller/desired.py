@@ -32,6 +32,7 @@ from itertools import groupby
 
 from . import labels as lbl
 from . import vocabulary as vocab
+from .bounded import Recall
 from .grammar import Redirect
 from .kinds import KINDS
 from .labels import AppSpec, Limits, Problem, ProxySpec
@@ -41,8 +42,18 @@ from .vocabulary import FAMILIES, LB, STACK_LABEL, Vocabulary
 
 _UNSAFE = re.compile(r"[^a-z0-9_]")
 
+# What the last pass made (apps, targets, backends, routes), handed back when this pass makes
+# them from equal inputs: a pass over 10,000 unchanged services then compares pointers where it
+# would read every task and service from memory again (``bounded.Recall``).
+_RECALL = Recall()
 
-@dataclass(frozen=True)
+
+def forget_made() -> None:
+    """Empty the memory of what earlier passes made (benchmarks and tests of a first pass)."""
+    _RECALL.clear()
+
+
+@dataclass(frozen=True, slots=True)
 class Proxy:
     """A load balancer the controller converges; a service, or a plain container (signal only)."""
 
@@ -56,7 +67,7 @@ class Proxy:
     runtime: bool = False  # it mounts its kind's runtime folder: its runtime API is rendered
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Backend:
     name: str
     service: str
@@ -82,7 +93,7 @@ class Backend:
         return tuple(s for s, _ in self.members) or (self.service,)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Route:
     host: str
     path: str  # "" routes the whole host
@@ -91,7 +102,7 @@ class Route:
     passthrough: bool = False  # TLS on the HTTPS port passed through by SNI, no HTTP route
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SecretFile:
     """A Docker secret a proxy mounts as /run/secrets/<file>, not a certificate (an htpasswd
     file). The ``tls-`` prefix marks it as one of the controller's mounts, as certificates."""
@@ -100,7 +111,7 @@ class SecretFile:
     secret: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HostRedirect:
     """Every request for ``host`` is redirected (see ``grammar.Redirect``)."""
 
@@ -110,7 +121,7 @@ class HostRedirect:
     code: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Certificate:
     """A certificate and its key, mounted from Docker secrets as /run/secrets/<file>[.key];
     or, with ``chain`` and ``key`` (an ACME certificate on a signal-mode proxy, ``acme.py``),
@@ -128,14 +139,14 @@ class Certificate:
         return bool(self.chain)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HostTls:
     host: str
     file: str  # the Certificate's file
     only: bool  # plain HTTP is redirected to HTTPS
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Challenge:
     """An ACME HTTP-01 answer the proxy serves (``acme.py``): ``GET <path>`` on ``host`` ->
     ``keyauth``, ahead of whatever else the host routes."""
@@ -149,7 +160,7 @@ class Challenge:
         return f"/.well-known/acme-challenge/{self.token}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DesiredProxy:
     proxy: Proxy
     routes: tuple[Route, ...]
@@ -163,13 +174,13 @@ class DesiredProxy:
     challenges: tuple[Challenge, ...] = ()  # ACME answers of pending orders (acme.py)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Desired:
     proxies: tuple[DesiredProxy, ...]
     problems: tuple[Problem, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Trust:
     """Which labelled services and containers the operator lets be proxies.
 
@@ -194,7 +205,7 @@ class Trust:
         return ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _App:
     service: Service
     spec: AppSpec
@@ -206,7 +217,7 @@ class _App:
         return self.service.labels.get(STACK_LABEL, "")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Claim:
     """A service that names a host: the owner is the oldest claim, rejected or not."""
 
@@ -242,34 +253,32 @@ def find_proxies(
             if spec:
                 mode = spec.mode or default_mode
                 runtime = _runtime(spec, mount_targets(service.spec))
-                proxies.append(
-                    Proxy(
-                        service.name,
-                        spec,
-                        mode,
-                        service.image,
-                        service.network_ids,
-                        service.id,
-                        runtime=runtime,
-                    )
+                proxy = Proxy(
+                    service.name,
+                    spec,
+                    mode,
+                    service.image,
+                    service.network_ids,
+                    service.id,
+                    runtime=runtime,
                 )
+                proxies.append(_RECALL.same(("proxy", proxy.name), proxy))
     for container in snapshot.containers:
         if container.service_id or not lbl.is_proxy(container.labels, prefix):
             continue
         spec, found = _trusted_proxy(container.name, container.labels, prefix, trust)
         problems += found
         if spec:
-            proxies.append(
-                Proxy(
-                    container.name,
-                    spec,
-                    "signal",
-                    container.image,
-                    container.network_ids,
-                    container_id=container.id,
-                    runtime=_runtime(spec, container.mounts),
-                )
+            proxy = Proxy(
+                container.name,
+                spec,
+                "signal",
+                container.image,
+                container.network_ids,
+                container_id=container.id,
+                runtime=_runtime(spec, container.mounts),
             )
+            proxies.append(_RECALL.same(("proxy", proxy.name), proxy))
     return proxies, problems
 
 
@@ -300,6 +309,28 @@ def _age(service: Service) -> tuple[int, str]:
     return nanoseconds(service.created_at), service.id
 
 
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """What one routed service's labels say, read once while the service stays the same."""
+
+    name: str
+    age: tuple[int, str]
+    app: _App | None  # None: its labels were rejected
+    problems: tuple[Problem, ...]
+    cluster: str
+    hosts: tuple[str, ...]  # the hosts it claims, rejected or not
+
+
+def _read(service: Service, prefix: str, families: tuple[str, ...]) -> _Read:
+    age = _age(service)
+    spec, problems = lbl.parse_app(service.name, service.labels, prefix, families=families)
+    if not spec:
+        cluster, hosts = _claimed(service, prefix, families)
+        return _Read(service.name, age, None, tuple(problems), cluster, hosts)
+    app = _App(service, spec, age, backend_name(service))
+    return _Read(service.name, age, app, tuple(problems), spec.cluster, spec.hosts)
+
+
 def _apps(
     snapshot: Snapshot, prefix: str, families: tuple[str, ...] = FAMILIES
 ) -> tuple[list[_App], dict[tuple[str, str], _Claim], list[Problem]]:
@@ -307,27 +338,23 @@ def _apps(
     apps, problems = [], []
     claims: dict[tuple[str, str], _Claim] = {}
     words = Vocabulary(prefix)
-    routed = [
-        s
+    read = [
+        _RECALL.get(("read", s.id), (s, prefix, families), _read, s, prefix, families)
         for s in snapshot.services
         if words.is_routed(s.labels, families) and not lbl.is_proxy(s.labels, prefix)
     ]
-    ages = {service.id: _age(service) for service in routed}
-    for service in sorted(routed, key=lambda service: ages[service.id]):
-        age = ages[service.id]
-        spec, found = lbl.parse_app(service.name, service.labels, prefix, families=families)
-        problems += found
-        app = _App(service, spec, age, backend_name(service)) if spec else None
-        if app:
-            apps.append(app)
-        if spec:
-            cluster, hosts = spec.cluster, spec.hosts
-        else:
-            cluster, hosts = _claimed(service, prefix, families)
-        for host in hosts:
-            if (cluster, host) not in claims:  # services come oldest first: the owner
-                claims[(cluster, host)] = _Claim(age, service.name, app)
+    for one in sorted(read, key=_oldest):
+        problems += one.problems
+        if one.app:
+            apps.append(one.app)
+        for host in one.hosts:
+            if (one.cluster, host) not in claims:  # services come oldest first: the owner
+                claims[(one.cluster, host)] = _Claim(one.age, one.name, one.app)
     return apps, claims, problems
+
+
+def _oldest(read: _Read) -> tuple[int, str]:
+    return read.age
 
 
 _HOST_LABELS = ("hostname", "domain", "ext.service_cluster", "redirects", "default_backend")
@@ -357,7 +384,7 @@ def _claimed(
     return (spec.cluster, spec.hosts) if spec else ("", ())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Index:
     """Look-ups built once per pass, so deciding stays linear in the number of services."""
 
@@ -368,35 +395,31 @@ class _Index:
     found: dict[tuple[str, str, int], tuple[str, ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
-    # Routes and backends that several proxies have alike, one object each: what lives through
-    # the pass is walked by every full garbage collection.
-    made: dict[Route | Backend, Route | Backend] = field(
-        default_factory=dict, compare=False, repr=False
-    )
-    # A lone service's backend by (service id, port, targets), all it is made from: the next
-    # proxy that serves it finds it without making it again (~5 us a backend, every pass).
-    lone: dict[tuple[str, int, tuple[str, ...]], Backend] = field(
-        default_factory=dict, compare=False, repr=False
-    )
+    # Backends of routes that several services share, one object for what several proxies
+    # have alike (a lone service's backend is recalled by the service).
+    shared: dict[Backend, Backend] = field(default_factory=dict, compare=False, repr=False)
 
     def backend(self, group: list[_Served]) -> Backend:
-        """``_backend`` of a group, one object for what several proxies have alike."""
+        """``_backend`` of a group: the same object for every proxy, and for the next pass
+        while the service, its port and its targets stay the same."""
         if len(group) > 1:
             made = _backend(group)
-            return self.made.setdefault(made, made)
+            return self.shared.setdefault(made, made)
         one = group[0]
-        key = (one.app.service.id, one.port, one.targets)
-        if key not in self.lone:
-            made = _backend(group)
-            self.lone[key] = self.made.setdefault(made, made)
-        return self.lone[key]
+        return _RECALL.get(
+            ("backend", one.app.service.id), (one.app, one.port, one.targets), _backend, group
+        )
 
     def targets(self, service_id: str, network_id: str, port: int) -> tuple[str, ...]:
-        """``targets`` of a service's tasks, found once however many proxies reach them."""
+        """``targets`` of a service's tasks, found once however many proxies reach them, and
+        the last pass's tuple when the tasks are the same."""
         key = (service_id, network_id, port)
         if key not in self.found:
             first, last = self.spans.get(service_id, (0, 0))
-            self.found[key] = targets(self.tasks[first:last], network_id, port)
+            tasks = self.tasks[first:last]
+            self.found[key] = _RECALL.get(
+                ("targets", *key), tasks, targets, tasks, network_id, port
+            )
         return self.found[key]
 
     @classmethod
@@ -409,9 +432,11 @@ class _Index:
             last = first + sum(1 for _ in group)
             spans[service_id] = (first, last)
             first = last
+        names = {net.id: net.name for net in snapshot.networks}
+        secrets = frozenset(secret.name for secret in snapshot.secrets)
         return cls(
-            {net.id: net.name for net in snapshot.networks},
-            frozenset(secret.name for secret in snapshot.secrets),
+            _RECALL.same("networks", names),
+            _RECALL.same("secrets", secrets),
             tasks,
             spans,
         )
@@ -547,7 +572,7 @@ def auth_file(secret: str) -> SecretFile:
     return SecretFile(f"tls-auth-{tag}.htpasswd", secret)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Served:
     """An app this proxy can serve: where its tasks are, and its own backend's name."""
 
@@ -584,14 +609,41 @@ def _refusals(app: _App, proxy: Proxy, index: _Index, prefix: str) -> list[Probl
     return problems
 
 
-def _serve(app: _App, proxy: Proxy, index: _Index, prefix: str) -> _Served | list[Problem]:
+def _serve(app: _App, proxy: Proxy, index: _Index, prefix: str) -> _Served | tuple[Problem, ...]:
+    where = _RECALL.get(
+        ("where", proxy.name, app.service.id),
+        (app, proxy, index.network_names, index.secret_names, prefix),
+        _where,
+        app,
+        proxy,
+        index,
+        prefix,
+    )
+    if isinstance(where[0], Problem):
+        return where
+    network, port = where
+    found = index.targets(app.service.id, network, port)
+    return _RECALL.get(
+        ("served", proxy.name, app.service.id),
+        (app, port, found),
+        _Served,
+        app,
+        app.backend,
+        port,
+        found,
+    )
+
+
+def _where(
+    app: _App, proxy: Proxy, index: _Index, prefix: str
+) -> tuple[str, int] | tuple[Problem, ...]:
+    """The network and port on which this proxy reaches this app's tasks, or why it cannot."""
     network, port = _network(app, proxy, index, prefix), _port(app, prefix)
     refused = [_tls_problem(app, proxy, index, prefix), *_refusals(app, proxy, index, prefix)]
-    problems = [p for p in (network, port, *refused) if isinstance(p, Problem)]
+    problems = tuple(p for p in (network, port, *refused) if isinstance(p, Problem))
     if problems:
         return problems
-    found = index.targets(app.service.id, network, port)
-    return _Served(app, app.backend, port, found)
+    return network, port
 
 
 def _passthrough_problem(
@@ -724,17 +776,25 @@ class _Builder:
         self.problems.append(Problem(one.app.service.name, label, why, proxy=self.proxy.name))
 
     def desired(self, age: Mapping[str, tuple[int, str]], index: _Index) -> DesiredProxy:
-        """``index``: the pass's routes and backends so far (``_Index.made``), reused if equal."""
+        """``index``: the pass's look-ups and its backends so far."""
         backends: dict[str, Backend] = {}
         routes = []
-        made = index.made
         for key in sorted(self.holders):
             group = [self.served[at] for at in self.holders[key]]
             backend = index.backend(group)
             backend = backends.setdefault(backend.name, backend)
             spec = group[0].app.spec
-            route = Route(key[0], key[1], spec.rewrite, backend.name, spec.ssl_passthrough)
-            routes.append(made.setdefault(route, route))
+            routes.append(
+                _RECALL.get(
+                    ("route", *key),
+                    (spec.rewrite, backend.name, spec.ssl_passthrough),
+                    Route,
+                    *key,
+                    spec.rewrite,
+                    backend.name,
+                    spec.ssl_passthrough,
+                )
+            )
         default = ""
         if self.default:
             default = backends.setdefault(self.default.name, _backend([self.default])).name
@@ -771,7 +831,7 @@ def _desired_proxy(
         if app.spec.cluster != proxy.spec.cluster:
             continue
         one = _serve(app, proxy, index, prefix)
-        if isinstance(one, list):
+        if isinstance(one, tuple):
             builder.problems += one
             continue
         builder.add(one)
@@ -879,4 +939,5 @@ def desired_state(
         one, found = _desired_proxy(proxy, apps, claims, index, prefix)
         desired.append(one)
         problems += found
+    _RECALL.passed()
     return Desired(tuple(desired), tuple(problems))

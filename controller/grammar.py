@@ -187,7 +187,7 @@ _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 _UNITS_BYTES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Redirect:
     """Requests for ``source`` (a host) answer ``code`` with Location ``target`` + the request's
     path and query; a target without a scheme keeps the request's scheme."""

@@ -21,7 +21,7 @@ from .logs import printable
 from .vocabulary import FAMILIES, LB, NATIVE, Vocabulary
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Problem:
     """Something wrong with a service's labels, as shown to users in logs and `validate`."""
 
@@ -39,7 +39,7 @@ class Problem:
         return printable(f"service {self.service}{where}: {verdict}: {self.label}: {self.reason}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TlsSpec:
     """TLS termination for an app's hosts: Docker secrets holding the certificate and key."""
 
@@ -48,7 +48,7 @@ class TlsSpec:
     only: bool  # plain HTTP requests are redirected to HTTPS
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Limits:
     """Per-route limits a service asks for; None / empty: the proxy's defaults."""
 
@@ -60,7 +60,7 @@ class Limits:
     basic_auth_secret: str = ""  # Docker secret with an htpasswd file
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AppSpec:
     """What an app service's labels ask for, all values validated."""
 
@@ -105,7 +105,7 @@ class AppSpec:
         return tuple(compress(used, used.values()))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProxySpec:
     """What a proxy service's (or container's) labels say about it."""
 

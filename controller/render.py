@@ -47,7 +47,7 @@ class RenderError(ValueError):
     """A value that must never reach a configuration did; nothing is rendered."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RenderOptions:
     """Settings that shape every rendered configuration (from ``Settings``)."""
 
@@ -81,7 +81,7 @@ class RenderOptions:
         return int(self.client_keepalive * 1000)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rendered:
     """A proxy's configuration, and the files it names that must sit beside it.
 
@@ -298,7 +298,7 @@ def fragments_function(template: jinja2.Template, kind: str) -> Callable[..., st
     return fragments
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NameHash:
     """nginx's ``server_names_hash_bucket_size`` and ``_max_size`` for a set of host names."""
 

@@ -31,7 +31,7 @@ def sortable_time(text: str) -> str:
     return f"{found[1]}.{(found[2] or '').ljust(9, '0')}" if found else ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConfigRef:
     """A Docker config mounted into a service's containers at ``path``."""
 
@@ -40,7 +40,7 @@ class ConfigRef:
     path: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SecretRef:
     """A Docker secret mounted into a service's containers as /run/secrets/``path``."""
 
@@ -49,7 +49,7 @@ class SecretRef:
     path: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Service:
     """A Swarm service: what routing needs from its spec, and the spec itself for updates."""
 
@@ -72,7 +72,7 @@ class Service:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UpdateStatus:
     """Where a service's last update stands: ``state`` is Swarm's (updating, completed, paused,
     rollback_started, rollback_paused, rollback_completed)."""
@@ -87,7 +87,7 @@ class UpdateStatus:
         return self.state.startswith("rollback_")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Task:
     """A Swarm task, with its address on each network it is attached to."""
 
@@ -116,7 +116,7 @@ class Task:
         return self.desired_state == RUNNING and self.state == RUNNING
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Network:
     id: str
     name: str
@@ -124,7 +124,7 @@ class Network:
     scope: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Config:
     """A Docker config: its name, labels, and the sha256 of its data.
 
@@ -143,7 +143,7 @@ class Config:
     data: str = field(default="", repr=False, compare=False, hash=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Secret:
     """A Docker secret's name and labels: the Engine API never returns a secret's data, nor do
     we want it (the ACME certificates' host and expiry are in their labels)."""
@@ -153,7 +153,7 @@ class Secret:
     labels: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Container:
     """A container on the controller's own engine (proxy containers for signal mode)."""
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from types import FrameType
 
-from controller.desired import desired_state
+from controller.desired import desired_state, forget_made
 from controller.labels import forget_parsed
 from controller.render import RenderOptions, forget_rendered
 from controller.snapshot import Snapshot, snapshot_from_api
@@ -80,6 +80,7 @@ def pass_lines(services: int) -> int:
     one_pass()  # templates compiled: the counted pass reads every label again, as a first does
     forget_parsed()
     forget_rendered()
+    forget_made()
     return lines_run(one_pass)
 
 
