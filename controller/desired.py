@@ -622,16 +622,7 @@ def _serve(app: _App, proxy: Proxy, index: _Index, prefix: str) -> _Served | tup
     if isinstance(where[0], Problem):
         return where
     network, port = where
-    found = index.targets(app.service.id, network, port)
-    return _RECALL.get(
-        ("served", proxy.name, app.service.id),
-        (app, port, found),
-        _Served,
-        app,
-        app.backend,
-        port,
-        found,
-    )
+    return _Served(app, app.backend, port, index.targets(app.service.id, network, port))
 
 
 def _where(
