@@ -116,6 +116,7 @@ def _blanked(desired: DesiredProxy) -> DesiredProxy:
     max_examples=40,
     deadline=None,
     database=None,
+    print_blob=True,  # a failure prints how to replay it (@reproduce_failure)
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(swarm=fuzz.swarms())

@@ -458,6 +458,7 @@ def test_hostile_labels_never_break_the_pass_or_anyone_elses_routes(secrets_dir)
         max_examples=MAX_EXAMPLES,
         deadline=None,
         database=None,
+        print_blob=True,  # a failure prints how to replay it (@reproduce_failure)
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     @example(swarm="many_tls_services")  # by name: a failure prints the name, not a megabyte
@@ -496,7 +497,7 @@ def test_the_shape_check_sees_an_injected_line():
         assert foreign_lines(kind, injected), kind
 
 
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=300, deadline=None, database=None, print_blob=True)
 @given(labels=hostile_labels(1))
 def test_whatever_the_grammar_accepts_the_renderer_accepts(labels):
     """Cheap and many: one service's labels straight through the grammar. Nothing raises, the

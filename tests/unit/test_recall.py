@@ -151,6 +151,7 @@ def _versioned(task: dict) -> dict:
     max_examples=60,
     deadline=None,
     database=None,
+    print_blob=True,  # a failure prints how to replay it (@reproduce_failure)
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(swarm=swarms(), steps=changes())
