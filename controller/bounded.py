@@ -1,4 +1,5 @@
-"""A bounded memory for the caches of a long-running process (verdicts, refusals, digests)."""
+"""Bounded memories for the caches of a long-running process (verdicts, refusals, digests, and
+what the last pass made)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ class Recall:
         found = self._entries.get(key)
         if found is None:
             found = self._entries[key] = [inputs, make(*args), self._pass]
-        elif all(map(operator.is_, found[0], inputs)) and len(found[0]) == len(inputs):
+        elif len(found[0]) == len(inputs) and all(map(operator.is_, found[0], inputs)):
             found[2] = self._pass
         elif found[0] == inputs:  # equal, not the same objects: theirs from now on, so that
             found[0], found[2] = inputs, self._pass  # the next pass compares pointers again
@@ -74,10 +75,6 @@ class Recall:
     def clear(self) -> None:
         self._entries = {}
         self._asked = 0
-
-
-def _itself(value: T) -> T:
-    return value
 
 
 def _itself(value: T) -> T:
