@@ -46,15 +46,18 @@ class Recall:
         element by element: identical objects cost a pointer comparison, nothing else)."""
         self._asked += 1
         found = self._entries.get(key)
-        if found is None:
-            found = self._entries[key] = [inputs, make(*args), self._pass]
-        elif len(found[0]) == len(inputs) and all(map(operator.is_, found[0], inputs)):
-            found[2] = self._pass
-        elif found[0] == inputs:  # equal, not the same objects: theirs from now on, so that
-            found[0], found[2] = inputs, self._pass  # the next pass compares pointers again
-        else:
-            found[0], found[1], found[2] = inputs, make(*args), self._pass
-        return found[1]
+        if found is not None and len(found[0]) == len(inputs):
+            if all(map(operator.is_, found[0], inputs)):
+                found[2] = self._pass
+                return found[1]
+            if found[0] == inputs:  # equal, not the same objects: theirs from now on, so that
+                found[0], found[2] = inputs, self._pass  # the next pass compares pointers
+                return found[1]
+        # A new entry, not the old one changed: a thread that reads the old one meanwhile
+        # sees its inputs with what was made of them.
+        made = make(*args)
+        self._entries[key] = [inputs, made, self._pass]
+        return made
 
     def same(self, key: Hashable, value: T) -> T:
         """The value remembered under ``key`` if it equals ``value`` (then later comparisons
