@@ -40,7 +40,7 @@ from controller.desired import desired_state, forget_made
 from controller.labels import forget_parsed
 from controller.plan import Deployable, plan, secret_mounts
 from controller.render import RenderOptions, forget_rendered
-from controller.snapshot import Parses, Snapshot
+from controller.snapshot import Parses, Snapshot, service_spans
 from controller.verify import Verifier, render_all
 from tests.swarm.controlled import routed
 
@@ -119,22 +119,14 @@ def listed_passes(
 def least_read(snapshot: Snapshot) -> int:
     """The least a pass must do (``floor``): each routed service's hostname label, then the
     state and address of each of its tasks, through the snapshot's grouping by service."""
-    spans, first = {}, 0
-    for service_id, group in itertools.groupby(snapshot.tasks, key=_service_id):
-        last = first + sum(1 for _ in group)
-        spans[service_id] = (first, last)
-        first = last
+    tasks, spans = service_spans(snapshot.tasks)
     hostname, found = f"{PREFIX}.hostname", 0
     for service in snapshot.services:
         if hostname in service.labels:
             first, last = spans.get(service.id, (0, 0))
-            for task in snapshot.tasks[first:last]:
+            for task in tasks[first:last]:
                 found += task.serving and len(task.addresses.get(NETWORK, ""))
     return found
-
-
-def _service_id(task: Any) -> str:
-    return task.service_id
 
 
 def floor_seconds(snapshot: Snapshot, repeats: int) -> float:

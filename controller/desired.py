@@ -28,7 +28,6 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from itertools import groupby
 
 from . import labels as lbl
 from . import vocabulary as vocab
@@ -36,7 +35,7 @@ from .bounded import Recall
 from .grammar import Redirect
 from .kinds import KINDS
 from .labels import AppSpec, Limits, Problem, ProxySpec
-from .snapshot import Service, Snapshot, Task, mount_targets
+from .snapshot import Service, Snapshot, Task, mount_targets, service_spans
 from .timestamps import nanoseconds
 from .vocabulary import FAMILIES, LB, STACK_LABEL, Vocabulary
 
@@ -301,10 +300,6 @@ def _trusted_proxy(
     return lbl.parse_proxy(name, labels, prefix)
 
 
-def _service_id(task: Task) -> str:
-    return task.service_id
-
-
 def _age(service: Service) -> tuple[int, str]:
     return nanoseconds(service.created_at), service.id
 
@@ -424,14 +419,8 @@ class _Index:
 
     @classmethod
     def of(cls, snapshot: Snapshot) -> _Index:
-        """Spans of one sorted tuple rather than a tuple per service: objects that live through
-        the pass are walked by every full garbage collection, a span of two ints is not."""
-        tasks = tuple(sorted(snapshot.tasks, key=_service_id))  # stable: a snapshot's order
-        spans, first = {}, 0
-        for service_id, group in groupby(tasks, key=_service_id):
-            last = first + sum(1 for _ in group)
-            spans[service_id] = (first, last)
-            first = last
+        """The snapshot's tasks by service (``snapshot.service_spans``) and its names."""
+        tasks, spans = service_spans(snapshot.tasks)
         names = {net.id: net.name for net in snapshot.networks}
         secrets = frozenset(secret.name for secret in snapshot.secrets)
         return cls(

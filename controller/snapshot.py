@@ -11,6 +11,7 @@ import base64
 import binascii
 import functools
 import hashlib
+import itertools
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -435,6 +436,19 @@ def by_service(tasks: list[Task]) -> tuple[Task, ...]:
     tasks.sort(key=_ID)
     tasks.sort(key=_SERVICE_ID)
     return tuple(tasks)
+
+
+def service_spans(tasks: tuple[Task, ...]) -> tuple[tuple[Task, ...], dict[str, tuple[int, int]]]:
+    """The tasks grouped by service (a stable sort: a snapshot's are already), and each
+    service's span in them: its tasks are ``tasks[first:last]``. Spans of one tuple rather
+    than a tuple per service: a span of two ints is nothing for the garbage collector to walk."""
+    grouped = tuple(sorted(tasks, key=_SERVICE_ID))
+    spans, first = {}, 0
+    for service_id, group in itertools.groupby(grouped, key=_SERVICE_ID):
+        last = first + sum(1 for _ in group)
+        spans[service_id] = (first, last)
+        first = last
+    return grouped, spans
 
 
 def snapshot_from_api(
