@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 from bench.synthetic import PREFIX, SyntheticSwarm
 from controller import render as render_module
@@ -112,13 +112,7 @@ def _blanked(desired: DesiredProxy) -> DesiredProxy:
     return dataclasses.replace(desired, backends=backends)
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    database=None,
-    print_blob=True,  # a failure prints how to replay it (@reproduce_failure)
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@fuzz.swarm_settings(40)
 @given(swarm=fuzz.swarms())
 def test_fuzzed_swarms_render_the_same_bytes_from_a_warm_cache(swarm):
     services, tasks, _good = swarm

@@ -444,6 +444,18 @@ def _real_check(job) -> str:
     return ""
 
 
+def swarm_settings(examples: int) -> settings:
+    """How the properties over whole fuzzed Swarms run: new examples each run (no database), a
+    failure printed with how to replay it (``@reproduce_failure``), large examples allowed."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
 @pytest.fixture(scope="module")
 def secrets_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("secrets")
@@ -454,13 +466,7 @@ def test_hostile_labels_never_break_the_pass_or_anyone_elses_routes(secrets_dir)
     seen: list = []
     started = time.monotonic()
 
-    @settings(
-        max_examples=MAX_EXAMPLES,
-        deadline=None,
-        database=None,
-        print_blob=True,  # a failure prints how to replay it (@reproduce_failure)
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    @swarm_settings(MAX_EXAMPLES)
     @example(swarm="many_tls_services")  # by name: a failure prints the name, not a megabyte
     @example(swarm="huge_and_long")
     @given(swarm=swarms())

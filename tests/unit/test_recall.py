@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from controller import desired as desired_module
@@ -19,7 +19,7 @@ from controller.bounded import Recall
 from controller.desired import desired_state
 from controller.snapshot import Parses, Snapshot, snapshot_from_api
 from tests import builders as b
-from tests.unit.test_fuzz import SECRETS, P, good_labels, hostile_labels, swarms
+from tests.unit.test_fuzz import SECRETS, P, good_labels, hostile_labels, swarm_settings, swarms
 
 # ---- Recall itself ----------------------------------------------------------------------------
 
@@ -147,13 +147,7 @@ def _versioned(task: dict) -> dict:
     return task
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    database=None,
-    print_blob=True,  # a failure prints how to replay it (@reproduce_failure)
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@swarm_settings(60)
 @given(swarm=swarms(), steps=changes())
 def test_a_pass_that_remembers_decides_what_a_fresh_pass_decides(swarm, steps):
     _passes_agree(swarm, steps)
